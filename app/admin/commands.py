@@ -1,0 +1,3 @@
+from flask.cli import AppGroup
+
+admin_cli = AppGroup("admin", help="Admin accounts for the dashboard.")

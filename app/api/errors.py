@@ -1,0 +1,231 @@
+"""The one place that turns exceptions into OpenAI-shaped error responses.
+
+Every error on /v1 is JSON `{"error": {"message", "type", "param", "code"}}`. The HTTP reason
+phrase says the same in a few words, because SillyTavern shows only the reason phrase for
+non-streaming errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, json, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from app.billing.errors import InvalidKey, QuotaExceeded, RateLimited
+from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+API_PREFIXES = ("/v1/", "/api/")
+NO_V1_PATHS = (
+    "/chat/completions",
+    "/models",
+    "/completions",
+    "/embeddings",
+    "/dashboard/billing/subscription",
+    "/dashboard/billing/usage",
+)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        reason: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.param = param
+        self.reason = reason
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def to_response(self) -> Response:
+        status = f"{self.status} {self.reason}" if self.reason else self.status
+        response = Response(json.dumps(self.body()), status=status, mimetype="application/json")
+        response.headers.update(self.headers)
+        return response
+
+
+_INVALID_KEY_MESSAGES = {
+    "missing": "No API key provided. Put your key (it starts with sk-gateway-) in your client's API key field, "
+    "or send it as 'Authorization: Bearer sk-gateway-...'.",
+    "unknown": "Incorrect API key provided: {masked}. Check that you copied the whole key; "
+    "you can look it up on the Check balance page.",
+    "revoked": "This API key has been revoked. If you bought it, use the lost-key page to get a replacement.",
+    "expired": "This API key expired on {detail}. Buy a new package or ask the administrator to extend it.",
+}
+
+_INVALID_KEY_REASONS = {
+    "missing": "Missing API Key",
+    "unknown": "Invalid API Key",
+    "revoked": "API Key Revoked",
+    "expired": "API Key Expired",
+}
+
+
+def invalid_key(exc: InvalidKey, masked: str = "") -> ApiError:
+    message = _INVALID_KEY_MESSAGES[exc.reason].format(masked=masked or "***", detail=exc.detail)
+    return ApiError(401, message, code="invalid_api_key", reason=_INVALID_KEY_REASONS[exc.reason])
+
+
+def quota_exceeded(exc: QuotaExceeded) -> ApiError:
+    buy = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + "/topup"
+    message = (
+        f"You have used {exc.used:,} of your {exc.total:,} tokens, and this key has too few left for this request. "
+        f"Top up at {buy} to keep chatting."
+    )
+    return ApiError(
+        402,
+        message,
+        type_="insufficient_quota",
+        code="insufficient_quota",
+        reason="Token Quota Used Up",
+        headers={"x-should-retry": "false"},
+    )
+
+
+def rate_limited(exc: RateLimited) -> ApiError:
+    if exc.kind == "concurrency":
+        message = f"This key may run {exc.limit} requests at once; wait for one to finish and try again."
+    else:
+        message = (
+            f"Rate limit reached: this key may send {exc.limit} requests per minute. Try again in {exc.retry_after} s."
+        )
+    return ApiError(
+        429,
+        message,
+        type_="requests",
+        code="rate_limit_exceeded",
+        reason="Rate Limit Exceeded",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
+def upstream_error(exc: Exception) -> ApiError:
+    if isinstance(exc, UpstreamHTTPError):
+        return _upstream_http(exc)
+    if isinstance(exc, UpstreamTimeout):
+        return ApiError(
+            503,
+            "The upstream model service did not answer in time. Please try again in a moment.",
+            type_="upstream_error",
+            code="upstream_unavailable",
+            reason="Upstream Timed Out",
+        )
+    if isinstance(exc, UpstreamConnectError):
+        return ApiError(
+            502,
+            "The upstream model service cannot be reached right now. Please try again in a moment.",
+            type_="upstream_error",
+            code="upstream_unavailable",
+            reason="Upstream Unreachable",
+        )
+    raise exc
+
+
+def _upstream_http(exc: UpstreamHTTPError) -> ApiError:
+    status = exc.status
+    if status in (400, 422):
+        return ApiError(
+            status,
+            f"The model service rejected the request: {exc.message}",
+            code="invalid_request_error",
+            reason="Rejected By Upstream",
+        )
+    if status in (401, 402, 403):
+        # Our own account's problem: the client's key is fine and they cannot fix it.
+        log.error("upstream refused the gateway's account: HTTP %s: %s", status, exc.message)
+        return ApiError(
+            503,
+            "The service is temporarily unavailable because of a problem with the gateway's upstream account. "
+            "Please contact the administrator.",
+            type_="upstream_error",
+            code="upstream_unavailable",
+            reason="Service Unavailable Contact Admin",
+        )
+    if status == 429:
+        retry = exc.retry_after if exc.retry_after and exc.retry_after.isdigit() else "5"
+        return ApiError(
+            429,
+            "The upstream model service is busy right now. Please try again in a few seconds.",
+            type_="upstream_error",
+            code="upstream_rate_limited",
+            reason="Upstream Busy",
+            headers={"Retry-After": retry},
+        )
+    if status == 503:
+        return ApiError(
+            503,
+            "The upstream model service is overloaded. Please try again in a moment.",
+            type_="upstream_error",
+            code="upstream_unavailable",
+            reason="Upstream Overloaded",
+        )
+    return ApiError(
+        502,
+        f"The upstream model service failed (HTTP {status}). Please try again in a moment.",
+        type_="upstream_error",
+        code="upstream_unavailable",
+        reason="Upstream Error",
+    )
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES) or path in ("/v1", "/api") or path in NO_V1_PATHS
+
+
+def _http_exception(exc: HTTPException) -> Response | HTTPException:
+    if not is_api_path(request.path):
+        return exc
+    if exc.code == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+        return ApiError(
+            413, f"The request body is larger than the {limit} MB limit.", reason="Request Too Large"
+        ).to_response()
+    if exc.code == 404:
+        return ApiError(
+            404,
+            f"Unknown endpoint {request.path}. RelayGate serves /v1/chat/completions and /v1/models.",
+            code="unknown_url",
+            reason="Not Found",
+        ).to_response()
+    if exc.code == 405:
+        return ApiError(
+            405, f"{request.method} is not allowed on {request.path}.", reason="Method Not Allowed"
+        ).to_response()
+    return ApiError(exc.code or 500, exc.description or "Request failed.", reason=exc.name).to_response()
+
+
+def _unexpected(exc: Exception) -> Response | HTTPException:
+    if isinstance(exc, HTTPException):
+        return _http_exception(exc)
+    log.exception("unhandled error on %s", request.path)
+    if not is_api_path(request.path):
+        return InternalServerError()
+    return ApiError(
+        500,
+        "The gateway hit an internal error. Please try again; if it keeps happening, tell the administrator.",
+        type_="server_error",
+        code="internal_error",
+        reason="Internal Error",
+    ).to_response()
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, lambda exc: exc.to_response())
+    app.register_error_handler(HTTPException, _http_exception)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,1 @@
+"""Money and limits: keys, quotas, rate limits, pricing. Functions take a Redis client argument."""

@@ -1,0 +1,124 @@
+"""Key lifecycle: create, top up, edit, revoke. Used by the CLI, the storefront and the admin.
+
+SQL is the record; each change also updates the live Redis state (cached KeyInfo, live balance)
+so that every process sees it on its next request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from app.billing import keys, quota
+from app.billing.api_keys import display_prefix, generate_key, hash_key
+from app.extensions import db, get_redis
+from app.models import ApiKey, utcnow
+
+
+class KeyNotFound(LookupError):
+    pass
+
+
+def _prefix() -> str:
+    from flask import current_app
+
+    return current_app.config["BILLING_REDIS_PREFIX"]
+
+
+def create_key(
+    *,
+    tokens: int,
+    name: str = "",
+    rpm: int | None = None,
+    models: Iterable[str] | None = None,
+    expires_at: datetime | None = None,
+    email: str | None = None,
+    reasoning_passthrough: bool = False,
+    max_concurrent: int | None = None,
+    commit: bool = True,
+) -> tuple[ApiKey, str]:
+    """A new key with `tokens` billed tokens. Returns the row and the key, which exists nowhere else."""
+    if tokens < 0:
+        raise ValueError("tokens must not be negative")
+    plaintext = generate_key()
+    row = ApiKey(
+        key_hash=hash_key(plaintext),
+        prefix=display_prefix(plaintext),
+        name=name,
+        email=email,
+        status="active",
+        tokens_quota=tokens,
+        tokens_used=0,
+        rpm=rpm,
+        max_concurrent=max_concurrent,
+        allowed_models=sorted(set(models)) if models else None,
+        reasoning_passthrough=reasoning_passthrough,
+        expires_at=expires_at,
+    )
+    db.session.add(row)
+    if commit:
+        db.session.commit()
+    else:
+        db.session.flush()
+    return row, plaintext
+
+
+def find_key(reference: str) -> ApiKey:
+    """By the full key, its numeric id, or its display prefix."""
+    stmt = db.select(ApiKey)
+    if reference.startswith("sk-") and "…" not in reference:
+        row = db.session.execute(stmt.filter_by(key_hash=hash_key(reference))).scalar_one_or_none()
+    elif reference.isdigit():
+        row = db.session.get(ApiKey, int(reference))
+    else:
+        row = db.session.execute(stmt.filter_by(prefix=reference)).scalar_one_or_none()
+    if row is None:
+        raise KeyNotFound(reference)
+    return row
+
+
+def refresh_live_state(row: ApiKey) -> None:
+    """Drop the cached KeyInfo so that every process reloads it on its next request."""
+    keys.invalidate(get_redis(), _prefix(), row.key_hash)
+
+
+def topup_key(row: ApiKey, tokens: int, *, commit: bool = True) -> ApiKey:
+    if tokens <= 0:
+        raise ValueError("tokens must be a positive whole number")
+    row.tokens_quota = ApiKey.tokens_quota + tokens
+    if commit:
+        db.session.commit()
+        quota.credit(get_redis(), _prefix(), row.id, tokens)
+    return row
+
+
+def revoke_key(row: ApiKey, *, commit: bool = True) -> ApiKey:
+    row.status = "revoked"
+    row.revoked_at = utcnow()
+    if commit:
+        db.session.commit()
+        refresh_live_state(row)
+    return row
+
+
+def update_key(row: ApiKey, **changes: Any) -> ApiKey:
+    """Edit rpm, expiry, models, name, passthrough, concurrency. Quota changes go through topup_key."""
+    allowed = {
+        "name",
+        "rpm",
+        "expires_at",
+        "allowed_models",
+        "reasoning_passthrough",
+        "max_concurrent",
+        "note",
+        "email",
+    }
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    for field, value in changes.items():
+        setattr(row, field, value)
+    db.session.commit()
+    refresh_live_state(row)
+    return row

@@ -1,0 +1,32 @@
+"""The billing exception family; app/api/errors.py maps them to OpenAI-shaped responses."""
+
+from __future__ import annotations
+
+
+class BillingError(Exception):
+    pass
+
+
+class InvalidKey(BillingError):
+    """Missing, unknown, revoked or expired key. `reason` is one of those four words."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class QuotaExceeded(BillingError):
+    def __init__(self, used: int, total: int, needed: int = 0) -> None:
+        super().__init__(f"used {used} of {total}")
+        self.used = used
+        self.total = total
+        self.needed = needed
+
+
+class RateLimited(BillingError):
+    def __init__(self, limit: int, retry_after: int, kind: str = "requests") -> None:
+        super().__init__(f"{kind} limit {limit}")
+        self.limit = limit
+        self.retry_after = retry_after
+        self.kind = kind

@@ -1,0 +1,83 @@
+"""The model routes table as the hot path sees it: cached per process, refreshed on change.
+
+A change anywhere (CLI, admin) bumps a generation counter in Redis; each request reads that one
+counter and reloads the table only when it moved.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from app import secretbox
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    public_id: str
+    upstream_id: int
+    upstream_name: str
+    base_url: str
+    api_key: str | None = field(repr=False)
+    upstream_model: str
+    extra_body: dict[str, Any]
+    prompt_multiplier: int
+    completion_multiplier: int
+    owned_by: str
+
+
+def _generation_key(prefix: str) -> str:
+    return f"{prefix}:routes:gen"
+
+
+def bump_generation(redis: Any, prefix: str) -> None:
+    redis.incr(_generation_key(prefix))
+
+
+def load_routes(secret_key: str, fallback_api_key: str | None) -> dict[str, RouteInfo]:
+    from app.extensions import db
+    from app.models import ModelRoute, Upstream
+
+    rows = db.session.execute(
+        db.select(ModelRoute, Upstream).join(Upstream).where(ModelRoute.enabled, Upstream.enabled)
+    ).all()
+    routes = {}
+    for route, upstream in rows:
+        api_key = secretbox.decrypt(upstream.api_key_encrypted, secret_key) if upstream.api_key_encrypted else None
+        routes[route.public_id] = RouteInfo(
+            public_id=route.public_id,
+            upstream_id=upstream.id,
+            upstream_name=upstream.name,
+            base_url=upstream.base_url,
+            api_key=api_key or fallback_api_key,
+            upstream_model=route.upstream_model,
+            extra_body=dict(route.extra_body or {}),
+            prompt_multiplier=route.prompt_multiplier,
+            completion_multiplier=route.completion_multiplier,
+            owned_by=route.owned_by,
+        )
+    db.session.rollback()
+    return routes
+
+
+class RouteCache:
+    """One per app (app.extensions["routes"]), so that apps in one process never share a table."""
+
+    def __init__(self) -> None:
+        self._generation: bytes | None = None
+        self._routes: dict[str, RouteInfo] = {}
+        self._lock = threading.Lock()
+
+    def get(self, redis: Any, prefix: str, secret_key: str, fallback_api_key: str | None) -> dict[str, RouteInfo]:
+        generation = redis.get(_generation_key(prefix)) or b"0"
+        if generation == self._generation:
+            return self._routes
+        with self._lock:
+            if generation != self._generation:
+                self._routes = load_routes(secret_key, fallback_api_key)
+                self._generation = generation
+        return self._routes
+
+    def clear(self) -> None:
+        self._generation = None

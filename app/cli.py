@@ -1,0 +1,238 @@
+"""Operator commands: `flask --app wsgi keys|models|upstreams ...`.
+
+Wrong input exits non-zero with a one-line reason (click.UsageError / ClickException).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from app.billing import accounts
+from app.extensions import db
+
+keys_cli = AppGroup("keys", help="Issue and manage client API keys.")
+models_cli = AppGroup("models", help="Public model ids and where they route.")
+upstreams_cli = AppGroup("upstreams", help="Upstream provider accounts.")
+
+
+def _positive(value: int | None, name: str) -> int | None:
+    if value is not None and value <= 0:
+        raise click.UsageError(f"{name} must be a positive whole number")
+    return value
+
+
+def _models_option(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    from app.models import ModelRoute
+
+    wanted = [m.strip() for m in value.split(",") if m.strip()]
+    known = set(db.session.execute(db.select(ModelRoute.public_id)).scalars())
+    unknown = [m for m in wanted if m not in known]
+    if unknown:
+        raise click.UsageError(f"unknown model(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return wanted
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise click.UsageError(f"--expires must be YYYY-MM-DD, got {value!r}") from None
+
+
+def _find(reference: str) -> Any:
+    try:
+        return accounts.find_key(reference)
+    except accounts.KeyNotFound:
+        raise click.ClickException(f"no key matches {reference!r} (give the full key, its id or its prefix)") from None
+
+
+@keys_cli.command("create")
+@click.option("--tokens", type=int, required=True, help="Billed tokens the key may use.")
+@click.option("--rpm", type=int, help="Requests per minute (default: the global default).")
+@click.option("--name", default="", help="A label for the admin.")
+@click.option("--models", help="Comma-separated public model ids (default: all).")
+@click.option("--expires", help="Expiry date, YYYY-MM-DD (UTC).")
+@click.option("--email", help="The buyer's email.")
+@click.option("--reasoning/--no-reasoning", default=False, help="Pass reasoning_content through.")
+def keys_create(
+    tokens: int, rpm: int | None, name: str, models: str | None, expires: str | None, email: str | None, reasoning: bool
+) -> None:
+    """Create a key; the key alone is printed on the last line."""
+    if tokens < 0:
+        raise click.UsageError("--tokens must not be negative")
+    row, plaintext = accounts.create_key(
+        tokens=tokens,
+        name=name,
+        rpm=_positive(rpm, "--rpm"),
+        models=_models_option(models),
+        expires_at=_date(expires),
+        email=email,
+        reasoning_passthrough=reasoning,
+    )
+    click.echo(f"Created key #{row.id} ({row.prefix}) with {tokens:,} tokens. It is shown only once:")
+    click.echo(plaintext)
+
+
+def key_fields(row: Any) -> dict[str, Any]:
+    from app.billing import balances
+
+    remaining = balances.remaining_tokens(row)
+    return {
+        "id": row.id,
+        "prefix": row.prefix,
+        "name": row.name,
+        "status": "expired" if row.status == "active" and row.is_expired(datetime.utcnow()) else row.status,
+        "tokens_quota": row.tokens_quota,
+        "tokens_used": row.tokens_quota - remaining,
+        "tokens_remaining": remaining,
+        "rpm": row.rpm or current_app.config["KEY_DEFAULT_RPM"],
+        "expires_at": row.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if row.expires_at else None,
+        "models": row.allowed_models or sorted(_route_ids()),
+        "reasoning_passthrough": row.reasoning_passthrough,
+        "email": row.email,
+        "created_at": row.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _route_ids() -> list[str]:
+    from app.models import ModelRoute
+
+    return list(db.session.execute(db.select(ModelRoute.public_id).where(ModelRoute.enabled)).scalars())
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    from app.models import ApiKey
+
+    rows = db.session.execute(db.select(ApiKey).order_by(ApiKey.id)).scalars().all()
+    click.echo(f"{'ID':>5}  {'PREFIX':<22} {'STATUS':<8} {'USED':>12} {'QUOTA':>12}  NAME")
+    for row in rows:
+        click.echo(
+            f"{row.id:>5}  {row.prefix:<22} {row.status:<8} {row.tokens_used:>12,} {row.tokens_quota:>12,}  {row.name}"
+        )
+
+
+@keys_cli.command("show")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_show(key: str, as_json: bool) -> None:
+    fields = key_fields(_find(key))
+    if as_json:
+        click.echo(json.dumps(fields, indent=2))
+        return
+    for name, value in fields.items():
+        click.echo(f"{name:>22}: {value}")
+
+
+@keys_cli.command("revoke")
+@click.argument("key")
+def keys_revoke(key: str) -> None:
+    row = accounts.revoke_key(_find(key))
+    click.echo(f"Revoked key #{row.id} ({row.prefix}).")
+
+
+@keys_cli.command("topup")
+@click.argument("key")
+@click.option("--tokens", type=int, required=True)
+def keys_topup(key: str, tokens: int) -> None:
+    if tokens <= 0:
+        raise click.UsageError("--tokens must be a positive whole number")
+    row = accounts.topup_key(_find(key), tokens)
+    click.echo(f"Added {tokens:,} tokens to key #{row.id} ({row.prefix}); quota is now {row.tokens_quota:,}.")
+
+
+@models_cli.command("list")
+def models_list() -> None:
+    from app.models import ModelRoute
+
+    rows = db.session.execute(db.select(ModelRoute).order_by(ModelRoute.public_id)).scalars().all()
+    click.echo(f"{'PUBLIC ID':<24} {'UPSTREAM':<12} {'UPSTREAM MODEL':<24} {'MULT P/C':<9} {'ON':<3} EXTRA")
+    for r in rows:
+        mult = f"{r.prompt_multiplier}/{r.completion_multiplier}"
+        click.echo(
+            f"{r.public_id:<24} {r.upstream.name:<12} {r.upstream_model:<24} {mult:<9} "
+            f"{'yes' if r.enabled else 'no':<3} {json.dumps(r.extra_body or {})}"
+        )
+
+
+@models_cli.command("set")
+@click.argument("public_id")
+@click.option("--upstream-model", help="The model id sent upstream.")
+@click.option("--upstream", "upstream_name", help="Upstream name (see `upstreams list`).")
+@click.option("--extra-body", help='JSON object merged into requests, e.g. \'{"thinking": {"type": "disabled"}}\'.')
+@click.option("--prompt-multiplier", type=int)
+@click.option("--completion-multiplier", type=int)
+@click.option("--enable/--disable", default=None)
+def models_set(
+    public_id: str,
+    upstream_model: str | None,
+    upstream_name: str | None,
+    extra_body: str | None,
+    prompt_multiplier: int | None,
+    completion_multiplier: int | None,
+    enable: bool | None,
+) -> None:
+    """Create or change a public model route."""
+    from app.billing import catalog
+
+    try:
+        route = catalog.set_route(
+            public_id,
+            upstream_model=upstream_model,
+            upstream_name=upstream_name,
+            extra_body=json.loads(extra_body) if extra_body else None,
+            prompt_multiplier=_positive(prompt_multiplier, "--prompt-multiplier"),
+            completion_multiplier=_positive(completion_multiplier, "--completion-multiplier"),
+            enabled=enable,
+        )
+    except json.JSONDecodeError:
+        raise click.UsageError("--extra-body must be a JSON object") from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(
+        f"{route.public_id} -> {route.upstream.name}:{route.upstream_model} "
+        f"(x{route.prompt_multiplier}/x{route.completion_multiplier})"
+    )
+
+
+@upstreams_cli.command("list")
+def upstreams_list() -> None:
+    from app.models import Upstream
+
+    for u in db.session.execute(db.select(Upstream).order_by(Upstream.id)).scalars():
+        key = f"…{u.key_hint}" if u.api_key_encrypted else "(UPSTREAM_API_KEY or demo)"
+        click.echo(f"{u.name:<12} {u.base_url:<40} key {key:<28} {'enabled' if u.enabled else 'disabled'}")
+
+
+@upstreams_cli.command("set")
+@click.argument("name")
+@click.option("--base-url")
+@click.option("--api-key", help="Stored encrypted; never shown again.")
+@click.option("--enable/--disable", default=None)
+def upstreams_set(name: str, base_url: str | None, api_key: str | None, enable: bool | None) -> None:
+    from app.billing import catalog
+
+    try:
+        upstream = catalog.set_upstream(name, base_url=base_url, api_key=api_key, enabled=enable)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"upstream {upstream.name}: {upstream.base_url}")
+
+
+def register_cli(app: Flask) -> None:
+    from app.admin.commands import admin_cli
+    from app.quickstart import quickstart_command
+
+    for group in (keys_cli, models_cli, upstreams_cli, admin_cli):
+        app.cli.add_command(group)
+    app.cli.add_command(quickstart_command)

@@ -1,0 +1,74 @@
+"""Unbound extension instances and the init_* functions for the non-Flask singletons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from flask import Flask, current_app
+from flask_login import LoginManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from sqlalchemy import MetaData
+
+# Stable constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
+_NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+db = SQLAlchemy(metadata=MetaData(naming_convention=_NAMING))
+migrate = Migrate()
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+
+def init_redis(app: Flask) -> None:
+    """Store the shared Redis client in app.extensions["redis"].
+
+    With REDIS_URL unset the app runs embedded: an in-process fakeredis with Lua support keeps
+    the same code paths (limits, balances) for a single process.
+    """
+    url = app.config.get("REDIS_URL")
+    if url:
+        # redis-py's default pool raises past max_connections; under gevent we want waiting.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=app.config.get("REDIS_MAX_CONNECTIONS", 200), timeout=10
+        )
+        client: Any = redis.Redis(connection_pool=pool)
+    else:
+        import fakeredis
+
+        client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    app.extensions["redis"] = client
+
+
+def get_redis(app: Flask | None = None) -> redis.Redis:
+    return (app or current_app).extensions["redis"]
+
+
+def celery_init_app(app: Flask) -> Celery:
+    class FlaskTask(Task):
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(app.config["CELERY"])
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
+
+
+def init_relay(app: Flask) -> None:
+    """The shared upstream connection pool and the per-app model routes cache."""
+    from app.billing.routes import RouteCache
+    from app.relay.upstream import make_pool
+
+    app.extensions["relay_pool"] = make_pool(app.config["RELAY_POOL_SIZE"])
+    app.extensions["routes"] = RouteCache()

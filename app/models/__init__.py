@@ -1,0 +1,21 @@
+"""Database models, one module per aggregate."""
+
+from app.models.admin import AdminUser, AuditLog
+from app.models.api_key import ApiKey
+from app.models.base import utcnow
+from app.models.order import Order, Plan, WebhookEvent
+from app.models.upstream import ModelRoute, Upstream
+from app.models.usage import UsageRecord
+
+__all__ = [
+    "AdminUser",
+    "ApiKey",
+    "AuditLog",
+    "ModelRoute",
+    "Order",
+    "Plan",
+    "Upstream",
+    "UsageRecord",
+    "WebhookEvent",
+    "utcnow",
+]

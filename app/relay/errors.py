@@ -1,0 +1,25 @@
+"""The relay's exception family; app/api/errors.py maps them to OpenAI-shaped responses."""
+
+from __future__ import annotations
+
+
+class UpstreamError(Exception):
+    """The upstream could not give a usable answer."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """Could not connect or send the request (DNS, refused, connect timeout, reset)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """Connected, but no first event, or no progress, within the configured time."""
+
+
+class UpstreamHTTPError(UpstreamError):
+    """The upstream answered with a non-2xx status."""
+
+    def __init__(self, status: int, message: str, *, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after

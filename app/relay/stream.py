@@ -1,0 +1,261 @@
+"""Relaying one chat completion: upstream bytes in, client bytes out, usage and outcome tracked.
+
+Streams: a reader thread (a greenlet under gevent) pulls upstream bytes into a queue; the client
+generator takes from the queue, decodes SSE, strips reasoning, re-encodes and yields. The shared
+watchdog drops a tick into the queue when a keep-alive is due, and aborts the upstream on a missed
+deadline or a client that hung up, so no per-chunk timer is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from app.relay import reasoning, sse
+from app.relay.upstream import UpstreamResponse
+from app.relay.usage import Usage, usage_from_dict
+from app.relay.watchdog import Watchdog
+
+DONE = "done"
+CLIENT_CLOSED = "client_closed"
+UPSTREAM_ERROR = "upstream_error"
+TIMEOUT = "timeout"
+
+_TICK = object()
+_EOF = object()
+_GONE = object()
+_TIMED_OUT = object()
+_DONE_FRAME = sse.encode_event(sse.DONE)
+_DRAIN_WAIT = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOptions:
+    public_model: str
+    upstream_model: str
+    strip_reasoning: bool = True
+    include_usage: bool = False  # the client asked for the usage chunk
+    keepalive_interval: float = 10.0
+    first_event_timeout: float = 600.0
+    idle_timeout: float = 300.0
+    total_timeout: float = 900.0
+
+
+def error_payload(message: str, code: str, type_: str = "upstream_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class StreamRelay:
+    """Iterate once to get client bytes. Afterwards (also after close()) `usage`, `outcome`,
+    `output_events` and `first_output_at` describe what happened. The upstream is always closed
+    when iteration ends, however it ends."""
+
+    def __init__(
+        self,
+        upstream: UpstreamResponse,
+        options: RelayOptions,
+        watchdog: Watchdog,
+        client_fd: int | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.options = options
+        self.client_fd = client_fd
+        self.usage: Usage | None = None
+        self.outcome = CLIENT_CLOSED  # until proven otherwise: a generator closed early never says
+        self.error_message = ""
+        self.output_events = 0
+        self.started_at = time.monotonic()
+        self.first_output_at: float | None = None
+        self._watchdog = watchdog
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._last_sent = self.started_at
+        self._last_progress: float | None = None
+        self._tick_pending = False
+        self._stopping = False
+        self._eof = False
+        self._saw_finish = False
+        self._model_old = b'"model":"' + options.upstream_model.encode() + b'"'
+        self._model_new = b'"model":"' + options.public_model.encode() + b'"'
+        self._rewrite_model = options.upstream_model != options.public_model
+
+    # -- watchdog side -------------------------------------------------------------------------
+    def on_tick(self, now: float) -> None:
+        if self._stopping:
+            return
+        progress = self._last_progress
+        if progress is None and now - self.started_at > self.options.first_event_timeout:
+            self._stop(_TIMED_OUT, "The upstream sent no answer in time.")
+        elif progress is not None and now - progress > self.options.idle_timeout:
+            self._stop(_TIMED_OUT, "The upstream stopped sending tokens; the answer was cut short.")
+        elif not self._tick_pending and now - self._last_sent >= self.options.keepalive_interval:
+            self._tick_pending = True
+            self._queue.put(_TICK)
+
+    def on_client_gone(self) -> None:
+        if not self._stopping:
+            self._stop(_GONE, "")
+
+    def _stop(self, item: object, message: str) -> None:
+        self._stopping = True
+        self.error_message = message
+        self._queue.put(item)
+        self.upstream.abort()
+
+    # -- reader side ---------------------------------------------------------------------------
+    def _read(self) -> None:
+        put = self._queue.put
+        try:
+            for chunk in self.upstream.iter_chunks():
+                if b"data:" in chunk:
+                    self._last_progress = time.monotonic()
+                put(chunk)
+            self._eof = True
+            put(_EOF)
+        except BaseException as exc:  # noqa: BLE001 - handed to the client side, which decides
+            put(_Failure(exc))
+
+    # -- client side ---------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[bytes]:
+        threading.Thread(target=self._read, name="relay-reader", daemon=True).start()
+        self._watchdog.register(self)
+        try:
+            yield from self._pump()
+        finally:
+            self._watchdog.unregister(self)
+            self._stopping = True
+            self._finish_upstream()
+
+    def _pump(self) -> Iterator[bytes]:
+        decoder = sse.StreamDecoder()
+        get = self._queue.get
+        while True:
+            item = get()
+            if item.__class__ is bytes:
+                for data in decoder.feed(item):
+                    if data == sse.DONE:
+                        yield from self._end_ok()
+                        return
+                    out = self._on_event(data)
+                    if out is not None:
+                        self._last_sent = time.monotonic()
+                        if self.first_output_at is None:
+                            self.first_output_at = self._last_sent
+                        yield out
+                        if self.outcome == UPSTREAM_ERROR:
+                            return
+            elif item is _TICK:
+                self._tick_pending = False
+                if time.monotonic() - self._last_sent >= self.options.keepalive_interval:
+                    self._last_sent = time.monotonic()
+                    yield sse.KEEPALIVE
+            else:
+                yield from self._on_end(item)
+                return
+
+    def _on_end(self, item: object) -> Iterator[bytes]:
+        if item is _EOF:
+            if self._saw_finish:
+                yield from self._end_ok()
+            else:
+                yield from self._end_error(
+                    UPSTREAM_ERROR, "The upstream closed the stream before the answer was finished."
+                )
+        elif item is _GONE:
+            self.outcome = CLIENT_CLOSED
+        elif item is _TIMED_OUT:
+            yield from self._end_error(TIMEOUT, self.error_message, code="upstream_timeout")
+        elif not self._stopping:
+            yield from self._end_error(UPSTREAM_ERROR, "The connection to the upstream failed during the answer.")
+        elif self.error_message:  # the failure is the read we aborted for a deadline
+            yield from self._end_error(TIMEOUT, self.error_message, code="upstream_timeout")
+
+    def _end_ok(self) -> Iterator[bytes]:
+        self.outcome = DONE
+        yield _DONE_FRAME
+
+    def _end_error(self, outcome: str, message: str, code: str = "upstream_unavailable") -> Iterator[bytes]:
+        self.outcome = outcome
+        self.error_message = message
+        yield sse.encode_event(_dumps(error_payload(message, code)))
+
+    def _on_event(self, data: bytes) -> bytes | None:
+        if b'"finish_reason":"' in data:
+            self._saw_finish = True
+        needs_parse = (
+            (b'"usage"' in data and b'"usage":null' not in data)
+            or (self.options.strip_reasoning and b'"reasoning' in data)
+            or b'"error"' in data
+        )
+        if not needs_parse:
+            self.output_events += 1
+            if self._rewrite_model:
+                data = data.replace(self._model_old, self._model_new, 1)
+            return b"data: " + data + b"\n\n"
+        return self._on_parsed_event(data)
+
+    def _on_parsed_event(self, data: bytes) -> bytes | None:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return None  # not JSON: no OpenAI client could parse it either
+        if not isinstance(chunk, dict):
+            return None
+        if "error" in chunk:
+            message = _upstream_message(chunk["error"])
+            return self._error_frame(message)
+        usage = usage_from_dict(chunk.get("usage"))
+        if usage is not None:
+            self.usage = usage
+        if chunk.get("choices"):
+            self.output_events += 1
+        elif not self.options.include_usage:
+            return None
+        if self.options.strip_reasoning and reasoning.strip_chunk(chunk) is None:
+            return None
+        if "model" in chunk:
+            chunk["model"] = self.options.public_model
+        return sse.encode_event(_dumps(chunk))
+
+    def _error_frame(self, message: str) -> bytes:
+        self.outcome = UPSTREAM_ERROR
+        self.error_message = message
+        return sse.encode_event(_dumps(error_payload(message, "upstream_error")))
+
+    def _finish_upstream(self) -> None:
+        if self.outcome == DONE and not self._eof:
+            # [DONE] is normally followed at once by the end of the body; waiting a moment for it
+            # lets the connection go back to the pool instead of being torn down.
+            try:
+                while (item := self._queue.get(timeout=_DRAIN_WAIT)) is not _EOF:
+                    if not (item.__class__ is bytes or item is _TICK):
+                        break
+            except queue.Empty:
+                pass
+        if self._eof and self.outcome == DONE:
+            self.upstream.release()
+        else:
+            self.upstream.abort()
+
+
+def _upstream_message(error: Any) -> str:
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(error, str) and error:
+        return error
+    return "The upstream reported an error during the answer."

@@ -1,0 +1,169 @@
+"""Opening requests to an OpenAI-format upstream over a shared urllib3 pool.
+
+urllib3 is used directly: it is requests' own transport without requests' per-call proxy and
+environment look-ups, which cost more than the rest of the relay together.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+
+from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout
+
+_READ_SIZE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    base_url: str
+    api_key: str = field(repr=False)
+    model: str
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    first_event_timeout: float = 600.0
+    idle_timeout: float = 300.0
+    total_timeout: float = 900.0
+
+    @property
+    def chat_url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+
+def make_pool(size: int) -> urllib3.PoolManager:
+    # block=True: under load, greenlets wait for a free connection instead of opening unbounded ones.
+    return urllib3.PoolManager(num_pools=16, maxsize=size, block=True, retries=False)
+
+
+def build_body(client_body: Mapping[str, Any], target: UpstreamTarget, *, stream: bool) -> dict[str, Any]:
+    """The upstream request: the client's fields unchanged, except the model and, for streams,
+    usage always requested. Route extras (e.g. DeepSeek's `thinking`) apply only where the client
+    did not set the field itself."""
+    body = dict(client_body)
+    for key, value in target.extra_body.items():
+        body.setdefault(key, value)
+    body["model"] = target.model
+    if stream:
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return body
+
+
+class UpstreamResponse:
+    """An open upstream response. Always close it; abort() may be called from another greenlet."""
+
+    __slots__ = ("_resp", "status", "closed")
+
+    def __init__(self, resp: urllib3.BaseHTTPResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.closed = False
+
+    def header(self, name: str) -> str | None:
+        return self._resp.headers.get(name)
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        read1 = self._resp.read1
+        while True:
+            data = read1(_READ_SIZE)
+            if not data:
+                return
+            yield data
+
+    def read_all(self) -> bytes:
+        return self._resp.read()
+
+    def release(self) -> None:
+        """Return a fully read connection to the pool for reuse."""
+        if not self.closed:
+            self.closed = True
+            self._resp.release_conn()
+
+    def abort(self) -> None:
+        """Stop a read in progress, so the upstream sees the connection close and stops generating."""
+        if self.closed:
+            return
+        conn = self._resp.connection
+        sock = getattr(conn, "sock", None) if conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._resp.close()  # closes the connection: a half-read stream must not go back to the pool
+        except Exception:  # noqa: BLE001 - closing must never raise into a finally block
+            pass
+
+
+def open_upstream(pool: urllib3.PoolManager, target: UpstreamTarget, body: bytes) -> UpstreamResponse:
+    """POST the chat completion. Raises UpstreamConnectError, UpstreamTimeout or UpstreamHTTPError."""
+    headers = {
+        "Authorization": f"Bearer {target.api_key}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "Accept-Encoding": "identity",
+        "User-Agent": "RelayGate/1.0",
+    }
+    # The read timeout is only a backstop: first-event and idle deadlines are enforced by the watchdog.
+    timeout = urllib3.Timeout(
+        connect=target.connect_timeout, read=max(target.first_event_timeout, target.total_timeout)
+    )
+    try:
+        resp = pool.urlopen(
+            "POST",
+            target.chat_url,
+            body=body,
+            headers=headers,
+            preload_content=False,
+            timeout=timeout,
+            retries=False,
+            redirect=False,
+        )
+    except urllib3.exceptions.ConnectTimeoutError as exc:
+        raise UpstreamConnectError("connect timed out") from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise UpstreamTimeout("no response headers in time") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise UpstreamConnectError(type(exc).__name__) from exc
+    response = UpstreamResponse(resp)
+    if not 200 <= resp.status < 300:
+        raise _http_error(response)
+    return response
+
+
+def _http_error(response: UpstreamResponse) -> UpstreamHTTPError:
+    try:
+        raw = response.read_all()
+    except (urllib3.exceptions.HTTPError, OSError):
+        raw = b""
+    finally:
+        response.close()
+    return UpstreamHTTPError(response.status, error_message(raw), retry_after=response.header("Retry-After"))
+
+
+def error_message(raw: bytes) -> str:
+    """The human message of an OpenAI-shaped error body, or a short excerpt of anything else."""
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return raw[:200].decode("utf-8", "replace").strip()
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    if isinstance(parsed, dict) and parsed.get("message"):
+        return str(parsed["message"])
+    return raw[:200].decode("utf-8", "replace").strip()

@@ -1,0 +1,166 @@
+"""Configuration classes. This module is the only reader of os.environ.
+
+The environment variables named in the issues (DATABASE_URL, REDIS_URL, SECRET_KEY,
+UPSTREAM_BASE_URL, UPSTREAM_API_KEY, PAYPAL_*, SMTP_*, MAIL_FROM, PUBLIC_BASE_URL) are a public
+contract; keep their names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = BASE_DIR / "instance"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{INSTANCE_DIR / 'relaygate.sqlite3'}"
+
+
+class Config:
+    APP_NAME = "RelayGate"
+    SECRET_KEY = _env("SECRET_KEY", "dev-insecure-change-me")
+    SQLALCHEMY_DATABASE_URI = _env("DATABASE_URL", _default_database_url())
+    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
+    REDIS_URL = _env("REDIS_URL")  # None = embedded single-process mode
+    MAX_CONTENT_LENGTH = _env_int("RELAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
+    JSON_SORT_KEYS = False
+
+    # Upstream seed (the first `flask db upgrade` writes it to the upstreams table).
+    UPSTREAM_BASE_URL = _env("UPSTREAM_BASE_URL", "https://api.deepseek.com")
+    UPSTREAM_API_KEY = _env("UPSTREAM_API_KEY")
+
+    # Relay timeouts, in seconds.
+    RELAY_CONNECT_TIMEOUT = _env_float("RELAY_CONNECT_TIMEOUT", 10.0)
+    RELAY_FIRST_EVENT_TIMEOUT = _env_float("RELAY_FIRST_EVENT_TIMEOUT", 600.0)
+    RELAY_IDLE_TIMEOUT = _env_float("RELAY_IDLE_TIMEOUT", 300.0)
+    RELAY_NONSTREAM_TIMEOUT = _env_float("RELAY_NONSTREAM_TIMEOUT", 900.0)
+    RELAY_KEEPALIVE_INTERVAL = _env_float("RELAY_KEEPALIVE_INTERVAL", 10.0)
+    RELAY_POOL_SIZE = _env_int("RELAY_POOL_SIZE", 200)
+
+    # Keys and limits.
+    KEY_DEFAULT_RPM = _env_int("KEY_DEFAULT_RPM", 30)
+    KEY_CACHE_SECONDS = _env_float("KEY_CACHE_SECONDS", 30.0)
+    BILLING_REDIS_PREFIX = _env("BILLING_REDIS_PREFIX", "rg")
+
+    # Storefront and email.
+    PUBLIC_BASE_URL = _env("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+    PAYPAL_CLIENT_ID = _env("PAYPAL_CLIENT_ID")
+    PAYPAL_CLIENT_SECRET = _env("PAYPAL_CLIENT_SECRET")
+    PAYPAL_MODE = _env("PAYPAL_MODE", "sandbox")
+    PAYPAL_API_BASE = _env("PAYPAL_API_BASE")
+    PAYPAL_WEBHOOK_ID = _env("PAYPAL_WEBHOOK_ID")
+    PAYPAL_TIMEOUT = _env_float("PAYPAL_TIMEOUT", 20.0)
+    SMTP_HOST = _env("SMTP_HOST")
+    SMTP_PORT = _env_int("SMTP_PORT", 587)
+    SMTP_USER = _env("SMTP_USER")
+    SMTP_PASSWORD = _env("SMTP_PASSWORD")
+    SMTP_STARTTLS = _env_bool("SMTP_STARTTLS", True)
+    SMTP_TIMEOUT = _env_float("SMTP_TIMEOUT", 15.0)
+    MAIL_FROM = _env("MAIL_FROM", "RelayGate <no-reply@localhost>")
+
+    # Admin.
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
+    REMEMBER_COOKIE_HTTPONLY = True
+    ADMIN_LOGIN_ATTEMPTS_PER_15_MIN = _env_int("ADMIN_LOGIN_ATTEMPTS_PER_15_MIN", 10)
+
+    LANGUAGES = ("en", "zh")
+    BABEL_DEFAULT_LOCALE = "en"
+
+    @property
+    def CELERY(self) -> dict[str, Any]:  # noqa: N802 - Flask config keys are upper case
+        broker = _env("CELERY_BROKER_URL", self.REDIS_URL)
+        if broker is None:
+            # Embedded mode: no broker, tasks run in the web process.
+            return {
+                "broker_url": "memory://",
+                "task_always_eager": True,
+                "task_eager_propagates": False,
+                "task_ignore_result": True,
+            }
+        return {
+            "broker_url": broker,
+            "task_ignore_result": True,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "broker_connection_retry_on_startup": True,
+            "broker_transport_options": {"visibility_timeout": 3600},
+        }
+
+
+class DevelopmentConfig(Config):
+    DEBUG = False
+
+
+class TestingConfig(Config):
+    TESTING = True
+    SECRET_KEY = "test-secret-key"
+    WTF_CSRF_ENABLED = True
+    SQLALCHEMY_DATABASE_URI = _env("TEST_DATABASE_URL", "sqlite://")
+    REDIS_URL = _env("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+    UPSTREAM_BASE_URL = "http://127.0.0.1:9"
+    UPSTREAM_API_KEY = "sk-upstream-test-secret"
+    PUBLIC_BASE_URL = "http://testserver"
+
+
+class ProductionConfig(Config):
+    SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
+
+    @property
+    def SECRET_KEY(self) -> str:  # noqa: N802
+        value = _env("SECRET_KEY")
+        if not value:
+            raise RuntimeError("SECRET_KEY must be set in production (APP_ENV=production)")
+        return value
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_from_env() -> type[Config]:
+    name = _env("APP_ENV", "development") or "development"
+    try:
+        return CONFIGS[name]
+    except KeyError as exc:
+        raise RuntimeError(f"APP_ENV must be one of {', '.join(CONFIGS)}, got {name!r}") from exc

@@ -1,0 +1,3 @@
+"""Importing this module registers every task."""
+
+from workers import usage  # noqa: F401
