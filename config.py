@@ -103,26 +103,27 @@ class Config:
     LANGUAGES = ("en", "zh")
     BABEL_DEFAULT_LOCALE = "en"
 
-    @property
-    def CELERY(self) -> dict[str, Any]:  # noqa: N802 - Flask config keys are upper case
-        broker = _env("CELERY_BROKER_URL", self.REDIS_URL)
-        if broker is None:
-            # Embedded mode: no broker, tasks run in the web process.
-            return {
-                "broker_url": "memory://",
-                "task_always_eager": True,
-                "task_eager_propagates": False,
-                "task_ignore_result": True,
-            }
-        return {
-            "broker_url": broker,
-            "task_ignore_result": True,
-            "task_acks_late": True,
-            "task_reject_on_worker_lost": True,
-            "worker_prefetch_multiplier": 1,
-            "broker_connection_retry_on_startup": True,
-            "broker_transport_options": {"visibility_timeout": 3600},
-        }
+    CELERY_BROKER_URL = _env("CELERY_BROKER_URL")  # default: REDIS_URL
+    CELERY_VISIBILITY_TIMEOUT = _env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+
+
+def celery_settings(config: Any) -> dict[str, Any]:
+    """The CELERY dict, computed after overrides so that tests and CLI flags agree with the app."""
+    broker = config.get("CELERY_BROKER_URL") or config.get("REDIS_URL")
+    if broker is None:
+        # Embedded mode: no broker; app.jobs runs each job's service function in-process.
+        return {"broker_url": "memory://", "task_always_eager": True, "task_ignore_result": True}
+    return {
+        "broker_url": broker,
+        "task_ignore_result": True,
+        # A worker killed mid-task leaves the message unacknowledged, so it is delivered again;
+        # every task is idempotent, so a second run changes nothing.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": config.get("CELERY_VISIBILITY_TIMEOUT", 3600)},
+    }
 
 
 class DevelopmentConfig(Config):

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from config import BASE_DIR, INSTANCE_DIR, Config, config_from_env
+from config import BASE_DIR, INSTANCE_DIR, Config, celery_settings, config_from_env
 
 
 def create_app(config: type[Config] | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -29,11 +29,13 @@ def create_app(config: type[Config] | None = None, overrides: Mapping[str, Any] 
 
 
 def load_config(app: Flask, config: type[Config] | None, overrides: Mapping[str, Any] | None) -> None:
-    # An instance, not the class, so that property-based settings (CELERY, production secrets)
-    # are evaluated here and a missing secret fails inside create_app().
+    # An instance, not the class, so that property-based settings (production secrets) are
+    # evaluated here and a missing secret fails inside create_app().
     app.config.from_object((config or config_from_env())())
     if overrides:
         app.config.update(overrides)
+    if "CELERY" not in app.config:
+        app.config["CELERY"] = celery_settings(app.config)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         INSTANCE_DIR.mkdir(exist_ok=True)
 

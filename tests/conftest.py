@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,164 @@ def live_server(app: Any) -> Iterator[LiveServer]:
 
 def tmp_sqlite_url() -> str:
     return f"sqlite:///{Path(tempfile.mkdtemp()) / 'gw.sqlite3'}"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+
+
+def subprocess_env(db_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a gateway or worker process that shares this test's database and Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+    env.update(
+        {
+            "APP_ENV": "testing",
+            "TEST_DATABASE_URL": db_url,
+            "TEST_REDIS_URL": REDIS_URL,
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+    )
+    return env
+
+
+def _bin(name: str) -> str:
+    path = VENV_BIN / name
+    return str(path) if path.exists() else name
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+class Gunicorn:
+    """The production serving stack (gunicorn, gevent workers) in a subprocess."""
+
+    def __init__(self, db_url: str, workers: int = 2, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                _bin("gunicorn"),
+                "-c",
+                "gunicorn.conf.py",
+                "-k",
+                "gevent",
+                "-w",
+                str(workers),
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(db_url, **env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_for_port(self.port)
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def gunicorn_factory(app: Any, db_url: str) -> Iterator[Any]:
+    started: list[Gunicorn] = []
+
+    def start(workers: int = 2, **env: str) -> Gunicorn:
+        server = Gunicorn(db_url, workers, **env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+class CeleryWorker:
+    """A real Celery worker on the real Redis broker, sharing this test's database."""
+
+    def __init__(self, app: Any, db_url: str, **env: str) -> None:
+        self.app = app
+        self.proc = subprocess.Popen(
+            [
+                _bin("celery"),
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "--pool=solo",
+                "--loglevel=WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"test{os.getpid()}@%h",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(db_url, **env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        celery = self.app.extensions["celery"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited: {self.proc.stderr.read().decode()[-2000:]}")
+            if celery.control.ping(timeout=0.5):
+                return
+        raise TimeoutError("celery worker did not start")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def celery_worker_factory(app: Any, db_url: str) -> Iterator[Any]:
+    started: list[CeleryWorker] = []
+
+    def start(**env: str) -> CeleryWorker:
+        worker = CeleryWorker(app, db_url, **env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def celery_worker(celery_worker_factory: Any) -> CeleryWorker:
+    return celery_worker_factory()
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
