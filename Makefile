@@ -21,6 +21,7 @@ run: install
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py -w 1 -b $(HOST):$(PORT) wsgi:app
 
 test: install
+	.ci/services
 	$(VENV)/bin/pytest
 
 lint:

@@ -87,6 +87,9 @@ def chat_completions() -> Response:
 
 @bp.route("/v1/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unknown_v1(rest: str) -> Response:
+    if rest == "chat/completions":
+        raise ApiError(405, f"{request.method} is not allowed here: send a POST to /v1/chat/completions.",
+                       reason="Method Not Allowed")
     raise ApiError(
         404,
         f"Unknown endpoint /v1/{rest}. RelayGate serves /v1/chat/completions and /v1/models.",

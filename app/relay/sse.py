@@ -25,6 +25,8 @@ class LineDecoder:
         self._skip_lf = False  # the previous read ended in CR: a leading LF belongs to it
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if not chunk:
+            return []
         if self._skip_lf and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._skip_lf = False

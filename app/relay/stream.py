@@ -135,6 +135,9 @@ class StreamRelay:
         threading.Thread(target=self._read, name="relay-reader", daemon=True).start()
         self._watchdog.register(self)
         try:
+            # Headers go out with the first body bytes; a comment sends them now, so the client
+            # knows the request was accepted even while the model thinks with reasoning stripped.
+            yield sse.KEEPALIVE
             yield from self._pump()
         finally:
             self._watchdog.unregister(self)

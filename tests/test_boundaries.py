@@ -1,0 +1,100 @@
+"""Import boundaries from STYLE.md §3, checked by parsing every module's imports."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STDLIB = set(sys.stdlib_module_names)
+
+# package -> the app.* packages it may import (besides itself)
+ALLOWED_APP_IMPORTS = {
+    "app.relay": set(),
+    "app.models": {"app.extensions"},
+    "app.billing": {"app.models", "app.extensions", "app.secretbox", "app.relay.usage", "app.mailer", "app.jobs"},
+    "app.api": {"app.relay", "app.billing", "app.models", "app.jobs", "app.extensions"},
+    "app.store": {"app.billing", "app.models", "app.jobs", "app.extensions", "app.secretbox", "app.mailer",
+                  "app.i18n"},
+    "app.admin": {"app.models", "app.billing", "app.extensions", "app.relay", "app.jobs", "app.i18n"},
+    "app.auth": {"app.models", "app.extensions", "app.i18n"},
+}
+RELAY_THIRD_PARTY = {"urllib3", "requests"}
+
+
+def modules(package_dir: Path):
+    for path in sorted(package_dir.rglob("*.py")):
+        yield path
+
+
+def imported_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _allowed(name: str, own: str, allowed: set[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in {own, *allowed})
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED_APP_IMPORTS))
+def test_packages_import_only_what_they_may(package):
+    package_dir = ROOT / package.replace(".", "/")
+    allowed = ALLOWED_APP_IMPORTS[package]
+    bad = []
+    for path in modules(package_dir):
+        for name in imported_names(path):
+            top = name.split(".")[0]
+            if top == "workers":
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+            elif top == "app" and name != "app" and not _allowed(name, package, allowed):
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert bad == []
+
+
+def test_relay_uses_only_stdlib_and_http_clients():
+    bad = []
+    for path in modules(ROOT / "app/relay"):
+        for name in imported_names(path):
+            top = name.split(".")[0]
+            if top not in STDLIB and top not in RELAY_THIRD_PARTY and top not in ("app", "__future__"):
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert bad == []
+
+
+def test_app_never_imports_workers():
+    bad = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in modules(ROOT / "app")
+        for name in imported_names(path)
+        if name.split(".")[0] == "workers"
+    ]
+    assert bad == []
+
+
+def test_only_the_paypal_module_imports_paypalrestsdk():
+    users = {
+        str(path.relative_to(ROOT))
+        for path in modules(ROOT / "app")
+        if any(n.split(".")[0] == "paypalrestsdk" for n in imported_names(path))
+    }
+    assert users <= {"app/store/paypal.py"}
+
+
+def test_gevent_is_patched_only_in_wsgi():
+    patchers = [
+        str(path.relative_to(ROOT))
+        for directory in ("app", "workers", "tests")
+        for path in modules(ROOT / directory)
+        if "patch_all" in path.read_text() and path.name != "test_boundaries.py"
+    ]
+    assert patchers == [] or patchers == ["tests/fake_deepseek.py"]  # the fake's own process, run as a script
