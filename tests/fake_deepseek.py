@@ -201,9 +201,7 @@ class FakeDeepSeek:
     def _stream_events(self, body: dict[str, Any], options: dict[str, Any]) -> Iterator[bytes]:
         end = b"\r\n" if options.get("crlf") else b"\n"
         model, cid = body.get("model", ""), str(uuid.uuid4())
-        delay = float(options.get("delay", 0))
         tokens, reasoning = int(options.get("tokens", 5)), int(options.get("reasoning", 0))
-        every = float(options.get("keepalive_every", 0.2))
 
         def event(payload: Any) -> bytes:
             data = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
@@ -212,28 +210,15 @@ class FakeDeepSeek:
         for _ in range(int(options.get("keepalives", 0))):
             yield b": keep-alive" + end + end
         if options.get("silent"):
-            while True:
-                gevent.sleep(every)
-                yield b": keep-alive" + end + end
+            yield from self._comments_forever(options, end)
         yield event(self._chunk(cid, model, {"role": "assistant", "content": None, "reasoning_content": ""}))
         for i in range(reasoning):
-            gevent.sleep(delay)
+            gevent.sleep(float(options.get("delay", 0)))
             yield event(self._chunk(cid, model, {"content": None, "reasoning_content": f"think{i} "}))
         for i in range(tokens):
-            if delay:
-                gevent.sleep(delay)
-            if options.get("stall_after") is not None and i == int(options["stall_after"]):
-                while True:
-                    gevent.sleep(every)
-                    yield b": keep-alive" + end + end
-            if options.get("drop_after") is not None and i == int(options["drop_after"]):
-                raise ConnectionAbortedError("fake drops the connection")
-            data = event(self._chunk(cid, model, {"content": WORDS[i % len(WORDS)]}))
-            if options.get("crlf"):
-                yield data[: len(data) - 3]  # split inside the CRLF pair that ends the event
-                yield data[len(data) - 3 :]
-            else:
-                yield data
+            yield from self._content_token(
+                i, event(self._chunk(cid, model, {"content": WORDS[i % len(WORDS)]})), options, end
+            )
             if i == 0 and options.get("error_event"):
                 yield event({"error": {"message": options["error_event"], "type": "server_error"}})
                 return
@@ -250,6 +235,25 @@ class FakeDeepSeek:
             }
             yield event(usage)
         yield event(b"[DONE]")
+
+    @staticmethod
+    def _comments_forever(options: dict[str, Any], end: bytes) -> Iterator[bytes]:
+        while True:
+            gevent.sleep(float(options.get("keepalive_every", 0.2)))
+            yield b": keep-alive" + end + end
+
+    def _content_token(self, i: int, data: bytes, options: dict[str, Any], end: bytes) -> Iterator[bytes]:
+        if options.get("delay"):
+            gevent.sleep(float(options["delay"]))
+        if options.get("stall_after") is not None and i == int(options["stall_after"]):
+            yield from self._comments_forever(options, end)
+        if options.get("drop_after") is not None and i == int(options["drop_after"]):
+            raise ConnectionAbortedError("fake drops the connection")
+        if options.get("crlf"):
+            yield data[: len(data) - 3]  # split inside the CRLF pair that ends the event
+            yield data[len(data) - 3 :]
+        else:
+            yield data
 
     def _complete(self, start_response: Any, seen: Seen, body: dict[str, Any], options: dict[str, Any]) -> list[bytes]:
         tokens, reasoning = int(options.get("tokens", 5)), int(options.get("reasoning", 0))

@@ -17,8 +17,21 @@ def run(runner, *args):
 
 
 def test_keys_create_prints_the_key_alone_on_the_last_line(runner, app):
-    result = run(runner, "keys", "create", "--tokens", "2000000", "--rpm", "10", "--name", "alice",
-                 "--models", "deepseek-v4-flash", "--expires", "2030-01-31")
+    result = run(
+        runner,
+        "keys",
+        "create",
+        "--tokens",
+        "2000000",
+        "--rpm",
+        "10",
+        "--name",
+        "alice",
+        "--models",
+        "deepseek-v4-flash",
+        "--expires",
+        "2030-01-31",
+    )
     assert result.exit_code == 0, result.output
     key = result.output.strip().splitlines()[-1]
     assert looks_like_key(key)
@@ -67,12 +80,25 @@ def test_keys_show_list_topup_revoke(runner, app, make_key):
 def test_models_list_and_set(runner, app):
     out = run(runner, "models", "list").output
     assert "deepseek-v4-flash" in out and "deepseek-v4-pro" in out and "2/2" in out
-    result = run(runner, "models", "set", "deepseek-v4-flash", "--upstream-model", "deepseek-flash",
-                 "--extra-body", '{"thinking": {"type": "disabled"}}', "--completion-multiplier", "3")
+    result = run(
+        runner,
+        "models",
+        "set",
+        "deepseek-v4-flash",
+        "--upstream-model",
+        "deepseek-flash",
+        "--extra-body",
+        '{"thinking": {"type": "disabled"}}',
+        "--completion-multiplier",
+        "3",
+    )
     assert result.exit_code == 0, result.output
     route = ModelRoute.query.filter_by(public_id="deepseek-v4-flash").one()
     assert (route.upstream_model, route.extra_body, route.completion_multiplier) == (
-        "deepseek-flash", {"thinking": {"type": "disabled"}}, 3)
+        "deepseek-flash",
+        {"thinking": {"type": "disabled"}},
+        3,
+    )
     assert run(runner, "models", "set", "roleplay", "--upstream-model", "deepseek-v4-flash").exit_code == 0
 
 
@@ -89,13 +115,21 @@ def test_upstream_key_is_stored_encrypted_and_never_printed(runner, app):
 def test_real_cli_process_creates_a_key(app, db_url):
     result = subprocess.run(
         [str(ROOT / ".venv/bin/flask"), "--app", "wsgi", "keys", "create", "--tokens", "5"],
-        cwd=ROOT, env=subprocess_env(db_url), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=subprocess_env(db_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert looks_like_key(result.stdout.strip().splitlines()[-1])
     bad = subprocess.run(
         [str(ROOT / ".venv/bin/flask"), "--app", "wsgi", "keys", "create", "--tokens", "many"],
-        cwd=ROOT, env=subprocess_env(db_url), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=subprocess_env(db_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad.returncode != 0
     assert "Error:" in bad.stderr

@@ -23,10 +23,22 @@ def _clean(url: str) -> None:
 
 def _upgrade(url: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "APP_ENV")}
-    env.update({"DATABASE_URL": url, "UPSTREAM_BASE_URL": "https://up.example/", "UPSTREAM_API_KEY": "sk-seeded-9876",
-                "SECRET_KEY": "migration-test"})
-    return subprocess.run([str(ROOT / ".venv/bin/flask"), "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env.update(
+        {
+            "DATABASE_URL": url,
+            "UPSTREAM_BASE_URL": "https://up.example/",
+            "UPSTREAM_API_KEY": "sk-seeded-9876",
+            "SECRET_KEY": "migration-test",
+        }
+    )
+    return subprocess.run(
+        [str(ROOT / ".venv/bin/flask"), "--app", "wsgi", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_upgrade_matches_models_and_seeds(tmp_path):
@@ -40,13 +52,18 @@ def test_upgrade_matches_models_and_seeds(tmp_path):
             diffs = compare_metadata(MigrationContext.configure(conn), db.metadata)
             assert diffs == [], diffs
             upstream = conn.execute(sa.text("SELECT name, base_url, api_key_encrypted, key_hint FROM upstreams")).one()
-            routes = conn.execute(sa.text(
-                "SELECT public_id, upstream_model, prompt_multiplier, completion_multiplier FROM model_routes "
-                "ORDER BY public_id")).all()
+            routes = conn.execute(
+                sa.text(
+                    "SELECT public_id, upstream_model, prompt_multiplier, completion_multiplier FROM model_routes "
+                    "ORDER BY public_id"
+                )
+            ).all()
         engine.dispose()
         assert upstream.name == "deepseek" and upstream.base_url == "https://up.example"
         assert "sk-seeded" not in upstream.api_key_encrypted and upstream.key_hint == "9876"
         assert [tuple(r) for r in routes] == [
-            ("deepseek-v4-flash", "deepseek-v4-flash", 1, 1), ("deepseek-v4-pro", "deepseek-v4-pro", 2, 2)]
+            ("deepseek-v4-flash", "deepseek-v4-flash", 1, 1),
+            ("deepseek-v4-pro", "deepseek-v4-pro", 2, 2),
+        ]
     finally:
         _clean(url)

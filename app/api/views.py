@@ -159,8 +159,8 @@ def _resolve_route(key: KeyInfo, model: str) -> RouteInfo:
         allowed = sorted(m for m in routes if key.allows(m))
         raise ApiError(
             404,
-            f"The model '{model}' does not exist or this key may not use it. Use one of: {', '.join(allowed) or 'none'} "
-            "(the bare id, without a provider prefix).",
+            f"The model '{model}' does not exist or this key may not use it. "
+            f"Use one of: {', '.join(allowed) or 'none'} (the bare id, without a provider prefix).",
             code="model_not_found",
             param="model",
             reason="Model Not Found",

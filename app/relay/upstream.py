@@ -6,6 +6,7 @@ environment look-ups, which cost more than the rest of the relay together.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Iterator, Mapping
@@ -91,20 +92,18 @@ class UpstreamResponse:
         conn = self._resp.connection
         sock = getattr(conn, "sock", None) if conn is not None else None
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the peer
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.close()
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        try:
-            self._resp.close()  # closes the connection: a half-read stream must not go back to the pool
-        except Exception:  # noqa: BLE001 - closing must never raise into a finally block
-            pass
+        # Closes the connection: a half-read stream must not go back to the pool. Closing must
+        # never raise into the caller's finally block.
+        with contextlib.suppress(Exception):
+            self._resp.close()
 
 
 def open_upstream(pool: urllib3.PoolManager, target: UpstreamTarget, body: bytes) -> UpstreamResponse:

@@ -17,8 +17,11 @@ def chat_body(stream: bool = False, model: str = "deepseek-v4-flash", content: s
 
 def post_stream(base_url: str, key: str, body: dict, timeout: float = 30) -> requests.Response:
     return requests.post(
-        f"{base_url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"},
-        stream=True, timeout=timeout,
+        f"{base_url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        stream=True,
+        timeout=timeout,
     )
 
 

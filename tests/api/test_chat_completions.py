@@ -25,7 +25,8 @@ def expected_text(tokens: int = 5) -> str:
 
 def test_non_stream_with_openai_sdk(sdk, fake):
     result = sdk.chat.completions.create(
-        model="deepseek-v4-flash", messages=[{"role": "user", "content": "Hi"}],
+        model="deepseek-v4-flash",
+        messages=[{"role": "user", "content": "Hi"}],
         extra_body={"fake": {"reasoning": 3, "tokens": 4}},
     )
     assert result.choices[0].message.content == expected_text(4)
@@ -40,7 +41,9 @@ def test_non_stream_with_openai_sdk(sdk, fake):
 
 def test_stream_with_openai_sdk_strips_reasoning_and_hides_usage(sdk, fake):
     stream = sdk.chat.completions.create(
-        model="deepseek-v4-flash", messages=[{"role": "user", "content": "Hi"}], stream=True,
+        model="deepseek-v4-flash",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
         extra_body={"fake": {"reasoning": 3, "tokens": 5}},
     )
     chunks = list(stream)
@@ -54,8 +57,11 @@ def test_stream_with_openai_sdk_strips_reasoning_and_hides_usage(sdk, fake):
 
 def test_stream_usage_chunk_passed_when_client_asks(sdk, fake):
     stream = sdk.chat.completions.create(
-        model="deepseek-v4-flash", messages=[{"role": "user", "content": "Hi"}], stream=True,
-        stream_options={"include_usage": True}, extra_body={"fake": {"tokens": 3}},
+        model="deepseek-v4-flash",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"fake": {"tokens": 3}},
     )
     chunks = list(stream)
     assert chunks[-1].choices == []
@@ -64,10 +70,21 @@ def test_stream_usage_chunk_passed_when_client_asks(sdk, fake):
 
 def test_every_request_field_passes_through_unchanged(live_server, api_key, fake):
     extra = {
-        "temperature": 0.7, "top_p": 0.9, "max_tokens": 50, "stop": ["\n\n"], "seed": 7, "n": 1,
-        "logit_bias": {"42": -100}, "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
-        "tool_choice": "auto", "response_format": {"type": "text"}, "logprobs": False,
-        "thinking": {"type": "enabled"}, "reasoning_effort": "high", "presence_penalty": 0, "top_k": 40,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_tokens": 50,
+        "stop": ["\n\n"],
+        "seed": 7,
+        "n": 1,
+        "logit_bias": {"42": -100},
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "tool_choice": "auto",
+        "response_format": {"type": "text"},
+        "logprobs": False,
+        "thinking": {"type": "enabled"},
+        "reasoning_effort": "high",
+        "presence_penalty": 0,
+        "top_k": 40,
         "something_new": {"nested": [1, 2]},
     }
     body = chat_body(stream=False, **extra)
@@ -80,13 +97,16 @@ def test_every_request_field_passes_through_unchanged(live_server, api_key, fake
 
 
 def test_route_maps_public_model_to_upstream_model(app, sdk, fake):
-    catalog.set_route("deepseek-v4-flash", upstream_model="deepseek-chat-v9", extra_body={"thinking": {"type": "disabled"}})
+    catalog.set_route(
+        "deepseek-v4-flash", upstream_model="deepseek-chat-v9", extra_body={"thinking": {"type": "disabled"}}
+    )
     result = sdk.chat.completions.create(model="deepseek-v4-flash", messages=[{"role": "user", "content": "x"}])
     assert fake.requests[-1].body["model"] == "deepseek-chat-v9"
     assert fake.requests[-1].body["thinking"] == {"type": "disabled"}
     assert result.model == "deepseek-v4-flash"
-    chunks = list(sdk.chat.completions.create(model="deepseek-v4-flash", messages=[{"role": "user", "content": "x"}],
-                                              stream=True))
+    chunks = list(
+        sdk.chat.completions.create(model="deepseek-v4-flash", messages=[{"role": "user", "content": "x"}], stream=True)
+    )
     assert {c.model for c in chunks} == {"deepseek-v4-flash"}
 
 
@@ -112,7 +132,9 @@ def test_stream_is_incremental(live_server, api_key, fake):
 
 
 def test_sse_framing_and_headers(live_server, api_key, fake):
-    response = requests_post_gzip(live_server.url, api_key, chat_body(stream=True, fake={"crlf": True, "keepalives": 2}))
+    response = requests_post_gzip(
+        live_server.url, api_key, chat_body(stream=True, fake={"crlf": True, "keepalives": 2})
+    )
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert response.headers["Cache-Control"] == "no-cache"
     assert response.headers["X-Accel-Buffering"] == "no"
@@ -127,21 +149,31 @@ def test_sse_framing_and_headers(live_server, api_key, fake):
 def requests_post_gzip(base_url, key, body):
     import requests
 
-    return requests.post(f"{base_url}/v1/chat/completions", json=body, stream=True, timeout=30,
-                         headers={"Authorization": f"Bearer {key}", "Accept-Encoding": "gzip, deflate, br"})
+    return requests.post(
+        f"{base_url}/v1/chat/completions",
+        json=body,
+        stream=True,
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}", "Accept-Encoding": "gzip, deflate, br"},
+    )
 
 
 def test_keepalive_comments_while_reasoning_is_stripped(app, live_server, api_key, fake):
     app.config["RELAY_KEEPALIVE_INTERVAL"] = 0.5
-    response = post_stream(live_server.url, api_key, chat_body(stream=True, fake={"reasoning": 12, "delay": 0.2, "tokens": 1}))
+    response = post_stream(
+        live_server.url, api_key, chat_body(stream=True, fake={"reasoning": 12, "delay": 0.2, "tokens": 1})
+    )
     _, _, raw = read_sse(response)
     head = raw.split(b"data: ", 1)[0]
     assert head.count(b": keep-alive\n\n") >= 3, raw[:300]
 
 
 def test_non_stream_tolerates_leading_blank_lines(sdk, fake):
-    result = sdk.chat.completions.create(model="deepseek-v4-flash", messages=[{"role": "user", "content": "x"}],
-                                         extra_body={"fake": {"leading_blank_lines": 3}})
+    result = sdk.chat.completions.create(
+        model="deepseek-v4-flash",
+        messages=[{"role": "user", "content": "x"}],
+        extra_body={"fake": {"leading_blank_lines": 3}},
+    )
     assert result.choices[0].message.content == expected_text(5)
 
 
@@ -159,8 +191,9 @@ def test_first_event_timeout_ends_stream_with_error_event(app, live_server, api_
 def test_idle_timeout_ignores_upstream_keepalive_comments(app, live_server, api_key, fake):
     app.config["RELAY_IDLE_TIMEOUT"] = 1.0
     started = time.monotonic()
-    response = post_stream(live_server.url, api_key,
-                           chat_body(stream=True, fake={"stall_after": 2, "keepalive_every": 0.1}))
+    response = post_stream(
+        live_server.url, api_key, chat_body(stream=True, fake={"stall_after": 2, "keepalive_every": 0.1})
+    )
     events, _, _ = read_sse(response)
     assert 1.0 <= time.monotonic() - started < 4
     chunks = [json.loads(e) for e in events]
@@ -178,8 +211,12 @@ def wait_closed(fake, timeout=3.0):
 
 
 def test_upstream_error_mid_stream_becomes_one_error_event(sdk, fake):
-    stream = sdk.chat.completions.create(model="deepseek-v4-flash", messages=[{"role": "user", "content": "x"}],
-                                         stream=True, extra_body={"fake": {"error_event": "model crashed"}})
+    stream = sdk.chat.completions.create(
+        model="deepseek-v4-flash",
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
+        extra_body={"fake": {"error_event": "model crashed"}},
+    )
     received = []
     with pytest.raises(openai.APIError, match="model crashed"):
         for chunk in stream:

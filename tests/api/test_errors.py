@@ -74,8 +74,12 @@ def test_base_url_without_v1_gets_a_hint(client, api_key, method, path):
 
 
 def test_unknown_model_lists_allowed_ids(client, api_key):
-    error = assert_error(post(client, api_key, chat_body(model="openai/deepseek-v4-flash")), 404, "model_not_found",
-                         reason="Model Not Found")
+    error = assert_error(
+        post(client, api_key, chat_body(model="openai/deepseek-v4-flash")),
+        404,
+        "model_not_found",
+        reason="Model Not Found",
+    )
     assert "deepseek-v4-flash" in error["message"] and "deepseek-v4-pro" in error["message"]
     assert error["param"] == "model"
 
@@ -98,8 +102,12 @@ def test_model_not_allowed_for_key(client, make_key):
     ],
 )
 def test_bad_bodies_are_400(client, api_key, data, param):
-    response = client.post("/v1/chat/completions", data=data, content_type="application/json",
-                           headers={"Authorization": f"Bearer {api_key}"})
+    response = client.post(
+        "/v1/chat/completions",
+        data=data,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
     error = assert_error(response, 400, type_="invalid_request_error")
     assert error["param"] == param
 
@@ -151,8 +159,9 @@ def test_upstream_429_carries_retry_after(client, api_key, fake):
 def test_upstream_unreachable_is_502(app, client, api_key):
     catalog.set_upstream("deepseek", base_url=f"http://127.0.0.1:{free_port()}")
     for stream in (False, True):
-        assert_error(post(client, api_key, chat_body(stream=stream)), 502, "upstream_unavailable",
-                     reason="Upstream Unreachable")
+        assert_error(
+            post(client, api_key, chat_body(stream=stream)), 502, "upstream_unavailable", reason="Upstream Unreachable"
+        )
 
 
 def test_upstream_key_never_in_responses(client, api_key, fake):
@@ -168,8 +177,9 @@ def test_sdk_raises_the_right_exceptions(live_server, api_key, fake):
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         sdk.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.InternalServerError):
-        sdk.chat.completions.create(model="deepseek-v4-flash", messages=[{"role": "user", "content": "x"}],
-                                    extra_body={"fake": {"status": 500}})
+        sdk.chat.completions.create(
+            model="deepseek-v4-flash", messages=[{"role": "user", "content": "x"}], extra_body={"fake": {"status": 500}}
+        )
     no_v1 = openai.OpenAI(base_url=live_server.url, api_key=api_key, max_retries=0)
     with pytest.raises(openai.NotFoundError, match="must end with /v1"):
         no_v1.chat.completions.create(model="deepseek-v4-flash", messages=[{"role": "user", "content": "x"}])

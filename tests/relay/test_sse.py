@@ -24,7 +24,7 @@ def decode(chunks):
         ([b"id: 7\nevent: x\ndata: a\n\n"], [b"a"]),
         ([b"data: a\n\ndata: b\n\n"], [b"a", b"b"]),
         ([b"data: a"], []),  # unterminated last event is dropped, per the spec
-        ([b"data: {\"t\":\"\xe2\x80\xa8\"}\n\n"], [b'{"t":"\xe2\x80\xa8"}']),  # U+2028 is not a line end
+        ([b'data: {"t":"\xe2\x80\xa8"}\n\n'], [b'{"t":"\xe2\x80\xa8"}']),  # U+2028 is not a line end
         ([b"data: [DONE]\n\n"], [b"[DONE]"]),
     ],
 )
@@ -33,7 +33,7 @@ def test_decoder(chunks, events):
 
 
 def test_decoder_every_split_point_gives_same_events():
-    stream = b": keep-alive\r\n\r\ndata: {\"a\":1}\r\n\r\ndata: x\r\ndata: y\r\n\r\ndata: [DONE]\r\n\r\n"
+    stream = b': keep-alive\r\n\r\ndata: {"a":1}\r\n\r\ndata: x\r\ndata: y\r\n\r\ndata: [DONE]\r\n\r\n'
     expected = [b'{"a":1}', b"x\ny", b"[DONE]"]
     for i in range(len(stream)):
         for j in range(i, len(stream)):

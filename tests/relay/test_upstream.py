@@ -1,13 +1,26 @@
 from app.relay.upstream import UpstreamTarget, build_body, error_message
 
-TARGET = UpstreamTarget(base_url="http://u/", api_key="secret", model="up-model", extra_body={"thinking": {"type": "disabled"}})
+TARGET = UpstreamTarget(
+    base_url="http://u/", api_key="secret", model="up-model", extra_body={"thinking": {"type": "disabled"}}
+)
 
 
 def test_build_body_keeps_every_client_field_and_sets_model():
     client = {
-        "model": "public", "messages": [], "temperature": 0.3, "top_p": 0.9, "max_tokens": 5, "stop": ["x"],
-        "seed": 1, "n": 1, "logit_bias": {"1": 2}, "tools": [], "tool_choice": "auto",
-        "response_format": {"type": "json_object"}, "logprobs": True, "reasoning_effort": "high",
+        "model": "public",
+        "messages": [],
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "max_tokens": 5,
+        "stop": ["x"],
+        "seed": 1,
+        "n": 1,
+        "logit_bias": {"1": 2},
+        "tools": [],
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "logprobs": True,
+        "reasoning_effort": "high",
         "unknown_field": {"a": 1},
     }
     body = build_body(client, TARGET, stream=False)
