@@ -63,6 +63,15 @@ def prompt_tokens_of(body: dict[str, Any]) -> int:
     return 5 + chars // 4
 
 
+def within_max_tokens(body: dict[str, Any], tokens: int, reasoning: int) -> tuple[int, int]:
+    """Like DeepSeek, never generate more than max_tokens (reasoning first, then content)."""
+    cap = body.get("max_tokens")
+    if not isinstance(cap, int) or tokens + reasoning <= cap:
+        return tokens, reasoning
+    reasoning = min(reasoning, cap)
+    return cap - reasoning, reasoning
+
+
 class FakeDeepSeek:
     def __init__(self, api_key: str | None = None) -> None:
         self.state = FakeState(api_key=api_key)
@@ -201,7 +210,7 @@ class FakeDeepSeek:
     def _stream_events(self, body: dict[str, Any], options: dict[str, Any]) -> Iterator[bytes]:
         end = b"\r\n" if options.get("crlf") else b"\n"
         model, cid = body.get("model", ""), str(uuid.uuid4())
-        tokens, reasoning = int(options.get("tokens", 5)), int(options.get("reasoning", 0))
+        tokens, reasoning = within_max_tokens(body, int(options.get("tokens", 5)), int(options.get("reasoning", 0)))
 
         def event(payload: Any) -> bytes:
             data = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
@@ -256,7 +265,7 @@ class FakeDeepSeek:
             yield data
 
     def _complete(self, start_response: Any, seen: Seen, body: dict[str, Any], options: dict[str, Any]) -> list[bytes]:
-        tokens, reasoning = int(options.get("tokens", 5)), int(options.get("reasoning", 0))
+        tokens, reasoning = within_max_tokens(body, int(options.get("tokens", 5)), int(options.get("reasoning", 0)))
         if options.get("delay"):
             gevent.sleep(float(options["delay"]) * tokens)
         message = {"role": "assistant", "content": "".join(WORDS[i % len(WORDS)] for i in range(tokens))}

@@ -7,7 +7,7 @@ import time
 from flask import current_app, request
 
 from app.api.errors import invalid_key
-from app.billing import keys
+from app.billing import keys, quota
 from app.billing.api_keys import mask
 from app.billing.errors import InvalidKey
 from app.billing.keys import KeyInfo
@@ -25,7 +25,10 @@ def presented_key() -> str | None:
 def current_key() -> KeyInfo:
     """The authenticated key, or an ApiError 401 saying whether it is missing, unknown, revoked or expired."""
     presented = presented_key()
+    config = current_app.config
     try:
-        return keys.authenticate(get_redis(), current_app.config["BILLING_REDIS_PREFIX"], presented, time.time())
+        return keys.authenticate(
+            get_redis(), config["BILLING_REDIS_PREFIX"], presented, time.time(), quota.key_cache_seconds(config)
+        )
     except InvalidKey as exc:
         raise invalid_key(exc, mask(presented or "")) from None

@@ -37,12 +37,14 @@ def _assign_request_id() -> None:
 @bp.after_request
 def _tag_response(response: Response) -> Response:
     response.headers["x-request-id"] = g.get("request_id", "")
+    response.headers.update(metering.rate_limit_headers())
     return response
 
 
 @bp.get("/v1/models")
 def list_models() -> Response:
     key = current_key()
+    metering.peek_rate_limit(key)  # SillyTavern lists models on every connect: reported, never counted
     data = [_model_object(route) for route in _routes().values() if key.allows(route.public_id)]
     return _json({"object": "list", "data": sorted(data, key=lambda m: m["id"])})
 
@@ -50,15 +52,17 @@ def list_models() -> Response:
 @bp.get("/v1/models/<path:model_id>")
 def retrieve_model(model_id: str) -> Response:
     key = current_key()
+    metering.peek_rate_limit(key)
     return _json(_model_object(_resolve_route(key, model_id)))
 
 
 @bp.post("/v1/chat/completions")
 def chat_completions() -> Response:
     key = current_key()
-    body = _parse_chat_body()
-    route = _resolve_route(key, body["model"])
-    reservation = metering.reserve(key, route, body, g.request_id)
+    with metering.rate_limit_first(key, g.request_id):  # a bad request over the limit still gets its 429
+        body = _parse_chat_body()
+        route = _resolve_route(key, body["model"])
+    reservation = metering.reserve(key, route, body, g.request_id)  # rate limit + quota: one Redis trip
     stream = body.get("stream") is True
     upstream_body = build_body(body, _target(route), stream=stream)
     if reservation.max_tokens is not None:
@@ -75,8 +79,9 @@ def chat_completions() -> Response:
     try:
         upstream = _open(route, upstream_body)
     except UpstreamError as exc:
-        metering.release(reservation)
-        raise upstream_error(exc) from None
+        error = upstream_error(exc)
+        metering.release(reservation, settlement, error.status)  # nothing produced: nothing billed
+        raise error from None
     options = _relay_options(key, route, body)
     if stream:
         relay = StreamRelay(upstream, options, get_watchdog(), _client_fd())
@@ -88,8 +93,11 @@ def chat_completions() -> Response:
 @bp.route("/v1/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def unknown_v1(rest: str) -> Response:
     if rest == "chat/completions":
-        raise ApiError(405, f"{request.method} is not allowed here: send a POST to /v1/chat/completions.",
-                       reason="Method Not Allowed")
+        raise ApiError(
+            405,
+            f"{request.method} is not allowed here: send a POST to /v1/chat/completions.",
+            reason="Method Not Allowed",
+        )
     raise ApiError(
         404,
         f"Unknown endpoint /v1/{rest}. RelayGate serves /v1/chat/completions and /v1/models.",

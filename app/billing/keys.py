@@ -91,11 +91,11 @@ def invalidate(redis: Any, prefix: str, key_hash: str) -> None:
     redis.delete(_cache_key(prefix, key_hash))
 
 
-def authenticate(redis: Any, prefix: str, presented: str | None, now: float) -> KeyInfo:
+def authenticate(redis: Any, prefix: str, presented: str | None, now: float, ttl: int = 3600) -> KeyInfo:
     """The KeyInfo for a presented key, or InvalidKey('missing'|'unknown'|'revoked'|'expired')."""
     if not presented:
         raise InvalidKey("missing")
-    info = lookup(redis, prefix, hash_key(presented))
+    info = lookup(redis, prefix, hash_key(presented), ttl)
     if info is None:
         raise InvalidKey("unknown")
     if info.status != "active":

@@ -1,7 +1,16 @@
-"""The durable usage ledger in SQL, written by the worker, idempotent by request id."""
+"""The durable usage ledger in SQL, written by the worker, idempotent by request id.
+
+A batch of usage records and the matching increase of each key's tokens_used commit in one
+transaction; a record whose request id is already in the table is skipped, so delivering the same
+batch twice (a worker killed after its commit, a second worker draining at the same time) changes
+nothing.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
 
-_FIELDS = (
+FIELDS = (
     "request_id",
     "api_key_id",
     "model",
@@ -26,27 +35,90 @@ _FIELDS = (
     "latency_ms",
     "ttft_ms",
 )
+_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    written: int  # records new to SQL (the others were there already)
+    used: dict[int, int]  # key id -> tokens_used as of the commit, for every key in the batch
+    rejected: tuple[str, ...] = field(default=())  # request ids SQL refuses for good (e.g. the key is gone)
+
+
+def write_batch(records: Sequence[dict[str, Any]]) -> BatchResult:
+    """Write what is new of `records` and add their billed tokens to their keys, in one transaction."""
+    for _ in range(_ATTEMPTS):
+        try:
+            return _write_once(records)
+        except IntegrityError:
+            db.session.rollback()  # a concurrent writer got some of them first; the next pass skips those
+    return _write_one_by_one(records)
 
 
 def write_record(record: dict[str, Any]) -> bool:
-    """Insert the record and add its billed tokens to the key, once. False if it was already written."""
-    exists = db.session.execute(
-        db.select(UsageRecord.id).filter_by(request_id=record["request_id"])
-    ).scalar_one_or_none()
-    if exists is not None:
-        return False
-    row = UsageRecord(**{field: record[field] for field in _FIELDS})
-    if record.get("created_at"):
-        row.created_at = datetime.fromtimestamp(record["created_at"], UTC).replace(tzinfo=None)
-    db.session.add(row)
-    db.session.execute(
-        db.update(ApiKey)
-        .where(ApiKey.id == record["api_key_id"])
-        .values(tokens_used=ApiKey.tokens_used + record["billed_tokens"])
+    """Insert one record and add its billed tokens to the key, once. False if it was already written."""
+    return write_batch([record]).written == 1
+
+
+def key_totals(key_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """key id -> (tokens_quota, tokens_used) as SQL has them now."""
+    ids = sorted(set(key_ids))
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        db.select(ApiKey.id, ApiKey.tokens_quota, ApiKey.tokens_used).where(ApiKey.id.in_(ids))
+    ).all()
+    return {row.id: (int(row.tokens_quota), int(row.tokens_used)) for row in rows}
+
+
+def _write_once(records: Sequence[dict[str, Any]]) -> BatchResult:
+    by_id = {r["request_id"]: r for r in records}
+    existing = set(
+        db.session.execute(db.select(UsageRecord.request_id).where(UsageRecord.request_id.in_(list(by_id)))).scalars()
     )
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()  # a concurrent delivery of the same record won
-        return False
-    return True
+    fresh = [r for request_id, r in by_id.items() if request_id not in existing]
+    if fresh:
+        db.session.execute(db.insert(UsageRecord), [_row(r) for r in fresh])
+    billed: Counter[int] = Counter()
+    for r in fresh:
+        billed[r["api_key_id"]] += r["billed_tokens"]
+    for key_id in sorted(billed):  # one order everywhere, so concurrent batches cannot deadlock
+        if billed[key_id]:
+            db.session.execute(
+                db.update(ApiKey).where(ApiKey.id == key_id).values(tokens_used=ApiKey.tokens_used + billed[key_id])
+            )
+    # Read inside the transaction, after our own updates: with the rows locked until commit, this
+    # is exactly tokens_used as committed, and it includes every record of the batch.
+    used = {key_id: totals[1] for key_id, totals in key_totals(r["api_key_id"] for r in records).items()}
+    db.session.commit()
+    return BatchResult(written=len(fresh), used=used)
+
+
+def _write_one_by_one(records: Sequence[dict[str, Any]]) -> BatchResult:
+    written, used, rejected = 0, {}, []
+    for record in records:
+        try:
+            result = _write_once([record])
+        except IntegrityError:
+            db.session.rollback()
+            if _exists(record["request_id"]):
+                continue
+            rejected.append(record["request_id"])
+            continue
+        written += result.written
+        used.update(result.used)
+    return BatchResult(written=written, used=used, rejected=tuple(rejected))
+
+
+def _exists(request_id: str) -> bool:
+    stmt = db.select(UsageRecord.id).filter_by(request_id=request_id)
+    return db.session.execute(stmt).scalar_one_or_none() is not None
+
+
+def _row(record: dict[str, Any]) -> dict[str, Any]:
+    row = {name: record[name] for name in FIELDS}
+    created = record.get("created_at")
+    row["created_at"] = (
+        datetime.fromtimestamp(created, UTC).replace(tzinfo=None) if created else datetime.now(UTC).replace(tzinfo=None)
+    )
+    return row

@@ -1,21 +1,298 @@
-"""Live token balances in Redis: the fast ledger. Key names are built here only."""
+"""Live token balances in Redis: the fast ledger. Key names are built here only.
+
+Per key (`{p}` is BILLING_REDIS_PREFIX, `{id}` the key's row id):
+
+  {p}:quota:{id}   string  tokens_quota as SQL has it (a cache; TTL LIVE_STATE_TTL)
+  {p}:acct:{id}    hash    synced   tokens_used as last read from SQL (only ever a lower bound of it)
+                           pending  billed tokens settled here whose usage record is not in SQL yet
+                           held     billed tokens reserved by requests still running
+                           qver     bumped by every quota change; a quota read from SQL is cached
+                                    only if qver did not move meanwhile (no stale write after a top-up)
+                           seen     last admission (ms), so reconcile can forget idle keys
+  {p}:holds:{id}   zset    "request_id|amount" scored by the hold's deadline; doubles as the set of
+                           requests in flight for the concurrency cap
+  {p}:rl:{id}      zset    the rate-limit window (ratelimit.py)
+Shared:
+  {p}:outbox       hash    request_id -> usage record (JSON), until the worker has it in SQL
+  {p}:done:{rid}   string  "settled" marker, so a request is billed once whatever calls settle twice
+  {p}:live         set     key ids with live state, for reconcile
+
+used = synced + pending, and a request is admitted against quota - used - held. Settling moves the
+hold into pending and puts the record in the outbox in the same script; the worker writes outbox
+records to SQL and then, in one script, drops them from the outbox and from pending and raises
+synced to the tokens_used its transaction saw (reconcile.py). Because synced only ever moves up to
+values SQL had, a state rebuilt from SQL after Redis lost its data, or restored from an old
+snapshot, can only be missing usage that the next acknowledgement or reconcile adds back.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-# Credit only a balance that is already live; a missing one is rebuilt from SQL on next use.
-_CREDIT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.call('INCRBY', KEYS[1], ARGV[1])
-end
-return nil
+from app.billing import ratelimit
+from app.billing.pricing import Admission
+from app.billing.scripts import INT, NOW, Script
+
+ADMITTED, RATE_LIMITED, TOO_MANY_RUNNING, NO_QUOTA, NOT_LOADED = 0, 1, 2, 3, 4
+DONE_MARKER_SECONDS = 3600
+_LOAD_ATTEMPTS = 3
+
+# KEYS: window, acct, quota, holds, live set
+# ARGV: 1 request id, 2 rpm, 3 window ms, 4 max concurrent (0 = no cap), 5 prompt cost,
+#       6 completion multiplier, 7 completion tokens wanted, 8 hold ms, 9 key id,
+#       10 quota read from SQL ('' = none), 11 qver it was read under, 12 used read from SQL ('' = none),
+#       13 quota cache seconds (0 = no expiry)
+_ADMIT = Script(
+    NOW
+    + INT
+    + """
+local rid, rpm, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 """
+    + ratelimit.WINDOW_CHECK
+    + """
+local acct, holds = KEYS[2], KEYS[4]
+local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
+if #expired > 0 then
+  local freed = 0
+  for _, member in ipairs(expired) do freed = freed + tonumber(string.match(member, '|(%d+)$')) end
+  redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+  redis.call('HINCRBY', acct, 'held', int(-freed))
+end
+local max_running = tonumber(ARGV[4])
+if max_running > 0 then
+  local running = redis.call('ZCARD', holds)
+  if running >= max_running then return {2, running, count, 0, now, now} end
+end
+if ARGV[10] ~= '' and (redis.call('HGET', acct, 'qver') or '0') == ARGV[11] then
+  if tonumber(ARGV[13]) > 0 then
+    redis.call('SET', KEYS[3], ARGV[10], 'EX', ARGV[13])
+  else
+    redis.call('SET', KEYS[3], ARGV[10])
+  end
+end
+if ARGV[12] ~= '' then
+  local synced = redis.call('HGET', acct, 'synced')
+  if not synced or tonumber(ARGV[12]) > tonumber(synced) then redis.call('HSET', acct, 'synced', ARGV[12]) end
+end
+local quota = redis.call('GET', KEYS[3])
+local state = redis.call('HMGET', acct, 'synced', 'pending', 'held', 'qver')
+if not quota or not state[1] then return {4, state[4] or '0', count, 0, 0, now} end
+"""
+    + ratelimit.WINDOW_RECORD
+    + """
+local used = tonumber(state[1]) + tonumber(state[2] or '0')
+local held = tonumber(state[3] or '0')
+local prompt_cost, multiplier = tonumber(ARGV[5]), tonumber(ARGV[6])
+local cap = math.floor((tonumber(quota) - used - held - prompt_cost) / multiplier)
+if cap > tonumber(ARGV[7]) then cap = tonumber(ARGV[7]) end
+if cap < 1 then return {3, int(used + held), quota, count, blocking, now, now} end
+local amount = prompt_cost + cap * multiplier
+redis.call('ZADD', holds, now + tonumber(ARGV[8]), rid .. '|' .. int(amount))
+redis.call('HINCRBY', acct, 'held', int(amount))
+redis.call('HSET', acct, 'seen', now)
+redis.call('SADD', KEYS[5], ARGV[9])
+return {0, int(cap), int(amount), count, blocking, now, now}
+"""
+)
+
+# KEYS: done marker, holds, acct, outbox
+# ARGV: 1 request id, 2 hold member, 3 held amount, 4 billed, 5 record JSON ('' = none), 6 marker seconds
+_SETTLE = Script(
+    INT
+    + """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[6]) then return -1 end
+if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then redis.call('HINCRBY', KEYS[3], 'held', int(-tonumber(ARGV[3]))) end
+if ARGV[5] == '' then return 0 end
+redis.call('HINCRBY', KEYS[3], 'pending', ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+return redis.call('HLEN', KEYS[4])
+"""
+)
+
+# A quota change in SQL: drop the cached quota and move qver, so that a reader that fetched the
+# old value from SQL before the change cannot cache it afterwards.
+_FORGET_QUOTA = Script(
+    """
+redis.call('HINCRBY', KEYS[1], 'qver', 1)
+return redis.call('DEL', KEYS[2])
+"""
+)
 
 
-def balance_key(prefix: str, key_id: int) -> str:
-    return f"{prefix}:bal:{key_id}"
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One request's claim: rate and concurrency limits, and the billed tokens it may need."""
+
+    prompt_cost: int  # prompt estimate x prompt multiplier
+    completion_multiplier: int
+    wanted: int  # completion tokens the client asked for, or the default allowance
+    rpm: int  # 0 or less: no rate limit
+    max_running: int  # 0: no concurrency cap
+    hold_ms: int  # a hold left by a process that died is freed after this
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: int  # ADMITTED, RATE_LIMITED, TOO_MANY_RUNNING or NO_QUOTA
+    window: ratelimit.RateWindow
+    admission: Admission | None = None
+    used: int = 0  # NO_QUOTA: settled plus reserved billed tokens
+    quota: int = 0  # NO_QUOTA: the key's quota
+    running: int = 0  # TOO_MANY_RUNNING: requests in flight
+
+
+def quota_key(prefix: str, key_id: int) -> str:
+    return f"{prefix}:quota:{key_id}"
+
+
+def acct_key(prefix: str, key_id: int) -> str:
+    return f"{prefix}:acct:{key_id}"
+
+
+def holds_key(prefix: str, key_id: int) -> str:
+    return f"{prefix}:holds:{key_id}"
+
+
+def outbox_key(prefix: str) -> str:
+    return f"{prefix}:outbox"
+
+
+def dead_letter_key(prefix: str) -> str:
+    return f"{prefix}:outbox:dead"
+
+
+def live_set_key(prefix: str) -> str:
+    return f"{prefix}:live"
+
+
+def done_key(prefix: str, request_id: str) -> str:
+    return f"{prefix}:done:{request_id}"
+
+
+def hold_member(request_id: str, amount: int) -> str:
+    return f"{request_id}|{amount}"
+
+
+def live_ttl(config: Mapping[str, Any]) -> int:
+    """How long a process may trust a cached quota. Embedded mode (no REDIS_URL) has one
+    in-process Redis per process, so the CLI's top-ups reach the server only through SQL: a few
+    seconds. With a shared Redis every change invalidates the cache, so a day is only a backstop."""
+    configured = int(config.get("LIVE_STATE_TTL") or 0)
+    if configured > 0:
+        return configured
+    return 86_400 if config.get("REDIS_URL") else 3
+
+
+def key_cache_seconds(config: Mapping[str, Any]) -> int:
+    """How long a cached KeyInfo lives: KEY_CACHE_SECONDS, and no longer than a cached quota, so
+    that in embedded mode a revoke made by the CLI (another process) takes effect within seconds."""
+    return max(1, int(min(config.get("KEY_CACHE_SECONDS") or 30, live_ttl(config))))
 
 
 def credit(redis: Any, prefix: str, key_id: int, tokens: int) -> None:
-    redis.eval(_CREDIT, 1, balance_key(prefix, key_id), int(tokens))
+    """The key's quota changed in SQL by `tokens` (either sign; already committed).
+
+    Every process sees the new quota on its next request: the cached value is dropped and read
+    again from SQL, which is exact however many changes race with each other and with readers."""
+    forget_quota(redis, prefix, key_id)
+
+
+def forget_quota(redis: Any, prefix: str, key_id: int) -> None:
+    _FORGET_QUOTA(redis, [acct_key(prefix, key_id), quota_key(prefix, key_id)], [])
+
+
+def admit(
+    redis: Any,
+    prefix: str,
+    key_id: int,
+    request_id: str,
+    ask: Ask,
+    load: Callable[[], tuple[int, int]],
+    cache_seconds: int,
+) -> Decision:
+    """Rate limit, concurrency cap and reservation in one atomic script: one round trip.
+
+    When the key has no live state (first use, or Redis lost its data) `load()` returns
+    (tokens_quota, tokens_used) from SQL and the script runs again with them."""
+    keys = [
+        ratelimit.window_key(prefix, key_id),
+        acct_key(prefix, key_id),
+        quota_key(prefix, key_id),
+        holds_key(prefix, key_id),
+        live_set_key(prefix),
+    ]
+    args: list[Any] = [
+        request_id,
+        ask.rpm,
+        ratelimit.WINDOW_MS,
+        ask.max_running,
+        ask.prompt_cost,
+        max(1, ask.completion_multiplier),
+        ask.wanted,
+        ask.hold_ms,
+        key_id,
+        "",
+        "",
+        "",
+        cache_seconds,
+    ]
+    for _ in range(_LOAD_ATTEMPTS):
+        reply = _ADMIT(redis, keys, args)
+        if int(reply[0]) != NOT_LOADED:
+            return _decision(ask.rpm, reply)
+        quota, used = load()
+        args[9:12] = [quota, _text(reply[1]), used]
+    raise RuntimeError(f"the live balance of key {key_id} kept changing while it was loaded")
+
+
+def _decision(rpm: int, reply: list[Any]) -> Decision:
+    status = int(reply[0])
+    window = ratelimit.from_tail(rpm, reply, limited=status == RATE_LIMITED)
+    if status == ADMITTED:
+        return Decision(status, window, admission=Admission(cap=int(reply[1]), amount=int(reply[2])))
+    if status == NO_QUOTA:
+        return Decision(status, window, used=int(reply[1]), quota=int(reply[2]))
+    if status == TOO_MANY_RUNNING:
+        return Decision(status, window, running=int(reply[1]))
+    return Decision(status, window)
+
+
+def settle(redis: Any, prefix: str, key_id: int, request_id: str, held: int, billed: int, record_json: str) -> int:
+    """Free the request's hold, add `billed` to pending and queue its usage record, once per
+    request id. Returns the outbox length, or -1 if this request was settled before."""
+    keys = [
+        done_key(prefix, request_id),
+        holds_key(prefix, key_id),
+        acct_key(prefix, key_id),
+        outbox_key(prefix),
+    ]
+    member = hold_member(request_id, held)
+    return int(_SETTLE(redis, keys, [request_id, member, held, billed, record_json, DONE_MARKER_SECONDS]))
+
+
+def release(redis: Any, prefix: str, key_id: int, request_id: str, held: int) -> None:
+    """Free a hold without billing or recording anything."""
+    keys = [done_key(prefix, request_id), holds_key(prefix, key_id), acct_key(prefix, key_id), outbox_key(prefix)]
+    _SETTLE(redis, keys, [request_id, hold_member(request_id, held), held, 0, "", DONE_MARKER_SECONDS])
+
+
+@dataclass(frozen=True, slots=True)
+class LiveUsage:
+    synced: int | None  # None: no live state (never used, or Redis lost it)
+    pending: int
+    held: int
+
+
+def live_usage(redis: Any, prefix: str, key_id: int) -> LiveUsage:
+    synced, pending, held = redis.hmget(acct_key(prefix, key_id), "synced", "pending", "held")
+    return LiveUsage(
+        synced=int(synced) if synced is not None else None,
+        pending=int(pending or 0),
+        held=int(held or 0),
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

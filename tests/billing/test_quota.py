@@ -1,0 +1,155 @@
+"""The live-balance scripts against the real Redis: admission, settlement, holds, quota changes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from app.billing import pricing, quota
+
+P = "t"
+
+
+def ask(prompt_cost=10, multiplier=1, wanted=100, rpm=0, max_running=0, hold_ms=60_000):
+    return quota.Ask(prompt_cost, multiplier, wanted, rpm, max_running, hold_ms)
+
+
+def loader(totals, calls=None):
+    def load():
+        if calls is not None:
+            calls.append(1)
+        return totals
+
+    return load
+
+
+def admit(redis, request_id, a, totals=(1000, 0), key_id=1):
+    return quota.admit(redis, P, key_id, request_id, a, loader(totals), 0)
+
+
+def state(redis, key_id=1):
+    raw = redis.hgetall(quota.acct_key(P, key_id))
+    return {k.decode(): int(v) for k, v in raw.items() if k != b"seen"}
+
+
+@pytest.mark.parametrize(
+    ("quota_", "used", "held", "prompt_cost", "multiplier", "wanted"),
+    [
+        (1000, 0, 0, 10, 1, 100),
+        (1000, 0, 0, 10, 1, 5000),
+        (1000, 400, 300, 10, 2, 5000),
+        (1000, 980, 0, 10, 1, 5000),
+        (1000, 989, 0, 10, 1, 5000),
+        (1000, 990, 0, 10, 1, 5000),
+        (1000, 1200, 0, 3, 1, 10),
+        (10**15, 10**14, 0, 7, 3, 10**13),  # past Lua's exponent printing: still exact integers
+    ],
+)
+def test_script_admits_exactly_as_the_pure_rule(redis, quota_, used, held, prompt_cost, multiplier, wanted):
+    if held:  # another request in flight holds exactly `held`
+        assert admit(redis, "holder", ask(prompt_cost=held - 1, wanted=1), (quota_, used)).admission.amount == held
+    decision = admit(redis, "r", ask(prompt_cost, multiplier, wanted), (quota_, used))
+    expected = pricing.admit(quota_ - used - held, prompt_cost, multiplier, wanted)
+    if expected is None:
+        assert decision.status == quota.NO_QUOTA
+        assert (decision.used, decision.quota) == (used + held, quota_)
+    else:
+        assert decision.status == quota.ADMITTED
+        assert decision.admission == expected
+        assert state(redis)["held"] == held + expected.amount
+
+
+def test_live_state_is_loaded_once_and_then_kept_in_redis(redis):
+    calls = []
+    for i in range(3):
+        assert quota.admit(redis, P, 1, f"r{i}", ask(), loader((1000, 250), calls), 0).status == quota.ADMITTED
+    assert len(calls) == 1
+    assert state(redis)["synced"] == 250
+    assert redis.smembers(quota.live_set_key(P)) == {b"1"}
+
+
+def test_a_quota_read_that_races_a_top_up_is_not_cached(redis):
+    """The loader reads SQL, then a top-up commits and calls credit() before the loader's value is
+    stored: the old value must not be cached, or the top-up would be lost until it expired."""
+    reads = []
+
+    def load_while_topping_up():
+        reads.append(1)
+        if len(reads) == 1:
+            quota.credit(redis, P, 1, 500)  # the top-up lands between our read and our write
+            return 1000, 0
+        return 1500, 0
+
+    decision = quota.admit(redis, P, 1, "r", ask(wanted=10_000), load_while_topping_up, 0)
+    assert len(reads) == 2
+    assert decision.admission.amount == 1500
+
+
+def test_credit_makes_the_next_admission_read_the_new_quota(redis):
+    assert admit(redis, "a", ask(wanted=10_000), (100, 0)).admission.amount == 100
+    quota.settle(redis, P, 1, "a", 100, 100, "{}")
+    assert admit(redis, "b", ask(), (100, 0)).status == quota.NO_QUOTA
+    quota.credit(redis, P, 1, 900)
+    decision = admit(redis, "c", ask(wanted=10_000), (1000, 0))
+    assert decision.admission.amount == 900  # 1000 quota - 100 pending
+
+
+def test_settle_moves_the_hold_into_pending_and_queues_the_record_once(redis):
+    held = admit(redis, "r1", ask(prompt_cost=10, wanted=100)).admission.amount
+    assert state(redis)["held"] == held == 110
+    record = json.dumps({"request_id": "r1", "api_key_id": 1, "billed_tokens": 37})
+    assert quota.settle(redis, P, 1, "r1", held, 37, record) == 1
+    assert quota.settle(redis, P, 1, "r1", held, 37, record) == -1  # a second settle bills nothing
+    assert state(redis)["held"] == 0
+    assert state(redis)["pending"] == 37
+    assert redis.hget(quota.outbox_key(P), "r1") == record.encode()
+
+
+def test_release_frees_the_hold_and_bills_nothing(redis):
+    held = admit(redis, "r1", ask()).admission.amount
+    quota.release(redis, P, 1, "r1", held)
+    assert state(redis)["held"] == 0
+    assert state(redis).get("pending", 0) == 0
+    assert redis.hlen(quota.outbox_key(P)) == 0
+
+
+def test_concurrency_cap_counts_requests_in_flight(redis):
+    a = ask(max_running=2)
+    first = admit(redis, "r1", a).admission
+    assert admit(redis, "r2", a).status == quota.ADMITTED
+    refused = admit(redis, "r3", a)
+    assert (refused.status, refused.running) == (quota.TOO_MANY_RUNNING, 2)
+    quota.settle(redis, P, 1, "r1", first.amount, 5, "{}")
+    assert admit(redis, "r4", a).status == quota.ADMITTED
+
+
+def test_holds_left_by_a_dead_process_expire(redis):
+    assert admit(redis, "dead", ask(wanted=990, hold_ms=50)).admission.amount == 1000  # never settled
+    assert admit(redis, "r1", ask()).status == quota.NO_QUOTA
+    time.sleep(0.08)
+    decision = admit(redis, "r2", ask(wanted=900))
+    assert decision.admission.amount == 910
+    assert state(redis)["held"] == 910
+
+
+def test_rate_limit_refusal_reserves_nothing_and_quota_refusal_still_counts(redis):
+    a = ask(rpm=2, wanted=500)
+    assert admit(redis, "r1", a, (520, 0)).status == quota.ADMITTED
+    no_quota = admit(redis, "r2", a, (520, 0))
+    assert no_quota.status == quota.NO_QUOTA
+    assert no_quota.window.remaining == 0
+    limited = admit(redis, "r3", a, (520, 0))
+    assert limited.status == quota.RATE_LIMITED
+    assert limited.window.limited
+    assert state(redis)["held"] == 510
+
+
+def test_settle_after_redis_lost_its_data_still_bills(redis):
+    held = admit(redis, "r1", ask()).admission.amount
+    redis.flushdb()
+    assert quota.settle(redis, P, 1, "r1", held, 40, json.dumps({"request_id": "r1"})) == 1
+    assert state(redis) == {"pending": 40}  # no hold to free; the usage is still owed
+    decision = admit(redis, "r2", ask(wanted=10_000), (1000, 300))
+    assert decision.admission.amount == 1000 - 300 - 40
