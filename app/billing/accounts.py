@@ -81,6 +81,7 @@ def find_key(reference: str) -> ApiKey:
 def refresh_live_state(row: ApiKey) -> None:
     """Drop the cached KeyInfo so that every process reloads it on its next request."""
     keys.invalidate(get_redis(), _prefix(), row.key_hash)
+    quota.forget_quota(get_redis(), _prefix(), row.id)  # also reread the quota, whatever was edited
 
 
 def topup_key(row: ApiKey, tokens: int, *, commit: bool = True) -> ApiKey:
@@ -122,3 +123,39 @@ def update_key(row: ApiKey, **changes: Any) -> ApiKey:
     db.session.commit()
     refresh_live_state(row)
     return row
+
+
+def credit_live(row: ApiKey, tokens: int) -> None:
+    """After a committed topup_key(..., commit=False): add the tokens to the live Redis balance."""
+    quota.credit(get_redis(), _prefix(), row.id, tokens)
+
+
+def take_back_tokens(row: ApiKey, tokens: int) -> int:
+    """Remove up to `tokens` unused tokens (a refunded or reversed purchase). Returns how many.
+
+    What was already used cannot be taken back; the caller records the shortfall."""
+    if tokens <= 0:
+        return 0
+    db.session.refresh(row)
+    from app.billing.balances import remaining_tokens
+
+    taken = min(tokens, remaining_tokens(row))
+    if taken > 0:
+        row.tokens_quota = ApiKey.tokens_quota - taken
+        db.session.commit()
+        quota.credit(get_redis(), _prefix(), row.id, -taken)
+    return taken
+
+
+def replace_key(row: ApiKey) -> str:
+    """Give the account a new secret (a lost key). Returns the new key, which exists nowhere else.
+
+    The row stays, so the balance, limits, usage history and orders stay with it; the old key
+    stops authenticating as soon as its cached KeyInfo is dropped, which happens here."""
+    old_hash = row.key_hash
+    plaintext = generate_key()
+    row.key_hash = hash_key(plaintext)
+    row.prefix = display_prefix(plaintext)
+    db.session.commit()
+    keys.invalidate(get_redis(), _prefix(), old_hash)
+    return plaintext

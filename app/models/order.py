@@ -44,6 +44,8 @@ class Order(db.Model):
     tokens: Mapped[int] = mapped_column(BigInteger)
     amount_cents: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3), default="USD")
+    # created -> (approved | pending | declined | cancelled | expired)* -> fulfilled -> refunded | reversed;
+    # "review" when PayPal's capture does not match the order (amount, currency).
     status: Mapped[str] = mapped_column(String(24), default="created", index=True)
     paypal_order_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     paypal_capture_id: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -53,11 +55,14 @@ class Order(db.Model):
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     note: Mapped[str] = mapped_column(String(500), default="")
     tokens_revoked: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Declined captures so far: each new attempt after a decline needs a new PayPal-Request-Id.
+    capture_attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(DateTime)
     fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime)
     emailed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revealed_at: Mapped[datetime | None] = mapped_column(DateTime)  # the key was shown on the buyer's page
     refunded_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     plan: Mapped[Plan] = relationship()

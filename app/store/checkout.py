@@ -1,0 +1,205 @@
+"""Checkout: create the order and its PayPal order, capture after approval, apply PayPal's answer.
+
+The price always comes from the plan row on the server; the browser only chooses a plan id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+
+from flask import current_app
+
+from app.billing import accounts
+from app.billing.api_keys import looks_like_key
+from app.extensions import db
+from app.models import ApiKey, Order
+from app.store import fulfilment, lostkey, paypal
+from app.store.plans import display_name, get_active_plan
+
+log = logging.getLogger(__name__)
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+
+
+class CheckoutError(Exception):
+    """Something the buyer can act on. `code` picks the message shown on the page."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code  # plan | email | key | key_revoked | paypal | paypal_config
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    order: Order
+    approve_url: str
+
+
+def normalise_email(value: str) -> str:
+    email = (value or "").strip()
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise CheckoutError("email")
+    return email
+
+
+def _key_to_top_up(key_text: str) -> ApiKey:
+    key_text = (key_text or "").strip()
+    if not looks_like_key(key_text):
+        raise CheckoutError("key")
+    try:
+        row = accounts.find_key(key_text)
+    except accounts.KeyNotFound:
+        raise CheckoutError("key") from None
+    if row.status != "active":
+        raise CheckoutError("key_revoked")
+    return row
+
+
+def start(plan_id: int, email: str, *, key_text: str | None = None, locale: str = "en") -> Started:
+    """Record the order, then create it at PayPal. Raises CheckoutError; nothing is charged yet."""
+    plan = get_active_plan(plan_id)
+    if plan is None:
+        raise CheckoutError("plan")
+    email = normalise_email(email)
+    key = _key_to_top_up(key_text) if key_text is not None else None
+    order = Order(
+        public_id=uuid.uuid4().hex,
+        kind="topup" if key else "new",
+        plan_id=plan.id,
+        email=email,
+        api_key_id=key.id if key else None,
+        tokens=plan.tokens,
+        amount_cents=plan.price_cents,
+        currency=plan.currency,
+        status="created",
+        locale=locale,
+    )
+    db.session.add(order)
+    db.session.commit()
+    return Started(order, _create_at_paypal(order, display_name(plan, "en")))
+
+
+def _create_at_paypal(order: Order, plan_name: str) -> str:
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    try:
+        created = paypal.create_order(
+            reference=order.public_id,
+            amount_cents=order.amount_cents,
+            currency=order.currency,
+            description=f"{current_app.config.get('APP_NAME', 'RelayGate')}: {plan_name}",
+            return_url=f"{base}/checkout/return/{order.public_id}",
+            cancel_url=f"{base}/checkout/cancel/{order.public_id}",
+            locale="zh-CN" if order.locale == "zh" else "en-US",
+            brand=current_app.config.get("APP_NAME", "RelayGate"),
+        )
+    except paypal.PayPalNotConfigured:
+        fulfilment.mark(order.id, "failed", "PayPal is not configured")
+        raise CheckoutError("paypal_config") from None
+    except paypal.PayPalError as exc:
+        log.warning("order %s: PayPal create failed: %s %s", order.public_id, exc.status, exc.name)
+        fulfilment.mark(order.id, "failed", f"create failed: {exc.status} {exc.name} {exc.issue}")
+        raise CheckoutError("paypal") from None
+    if not created.approve_url:
+        fulfilment.mark(order.id, "failed", "PayPal returned no approval link")
+        raise CheckoutError("paypal")
+    order.paypal_order_id = created.id
+    db.session.commit()
+    return created.approve_url
+
+
+def capture(order: Order) -> str:
+    """Capture an approved order (idempotent) and apply the result. Returns the order's new status.
+
+    Raises paypal.PayPalUnavailable when PayPal cannot be reached: the caller retries later."""
+    if order.status not in fulfilment.PAYABLE or not order.paypal_order_id:
+        return order.status
+    try:
+        result = paypal.capture_order(order.paypal_order_id, order.capture_attempts or 0)
+    except paypal.PayPalError as exc:
+        if isinstance(exc, paypal.PayPalUnavailable):
+            raise
+        return _capture_refused(order, exc)
+    return apply_order(order, result)
+
+
+def _capture_refused(order: Order, exc: paypal.PayPalError) -> str:
+    if exc.issue == "ORDER_ALREADY_CAPTURED":
+        # Captured by an earlier call whose answer we lost: read the capture instead.
+        return apply_order(order, paypal.get_order(order.paypal_order_id or ""))
+    if exc.issue in ("INSTRUMENT_DECLINED", "TRANSACTION_REFUSED", "PAYER_CANNOT_PAY"):
+        _declined(order, f"capture refused: {exc.issue}")
+    elif exc.issue == "ORDER_NOT_APPROVED":
+        _next_attempt(order)  # not approved yet; PayPal may replay this answer to the same request id
+    else:
+        log.warning("order %s: capture failed: %s %s %s", order.public_id, exc.status, exc.name, exc.issue)
+        fulfilment.mark(order.id, "failed", f"capture failed: {exc.status} {exc.name} {exc.issue}")
+    return _status(order)
+
+
+def apply_order(order: Order, result: paypal.PayPalOrder) -> str:
+    """Bring our order in line with PayPal's view of it."""
+    if result.capture is not None:
+        return apply_capture(order, result.capture)
+    if result.status == "APPROVED":
+        fulfilment.mark(order.id, "approved", only_from=("created",))
+    elif result.status == "VOIDED":
+        fulfilment.mark(order.id, "cancelled", "voided at PayPal")
+    return _status(order)
+
+
+def apply_capture(order: Order, result: paypal.Capture) -> str:
+    if result.status == "COMPLETED":
+        fulfilment.fulfil(order.id, result)
+    elif result.status == "PENDING":
+        fulfilment.mark(order.id, "pending", f"PayPal holds the payment: {result.reason or 'pending'}")
+    elif result.status in ("DECLINED", "FAILED"):
+        _declined(order, f"capture {result.status.lower()}")
+    return _status(order)
+
+
+def _declined(order: Order, note: str) -> None:
+    if fulfilment.mark(order.id, "declined", note):
+        _next_attempt(order)
+
+
+def _next_attempt(order: Order) -> None:
+    """The next capture is a new request: PayPal answers a repeated PayPal-Request-Id with the
+    stored answer, and a refused capture must not be replayed once the buyer has fixed things."""
+    db.session.execute(db.update(Order).where(Order.id == order.id).values(capture_attempts=Order.capture_attempts + 1))
+    db.session.commit()
+
+
+def cancel(order: Order) -> str:
+    """The buyer came back through PayPal's cancel link. A payment arriving later still counts."""
+    fulfilment.mark(order.id, "cancelled", only_from=("created", "approved"))
+    return _status(order)
+
+
+def _status(order: Order) -> str:
+    db.session.refresh(order)
+    return order.status
+
+
+# -- operator actions (the admin dashboard calls these) ------------------------------------------
+
+
+def fulfil_order(order_id: int) -> Order:
+    """Complete an order by hand after checking the payment at PayPal. Idempotent: a second call,
+    or one racing the webhook, changes nothing."""
+    fulfilment.fulfil_by_hand(order_id)
+    order = db.session.get(Order, order_id, populate_existing=True)
+    if order is None:
+        raise LookupError(f"no order {order_id}")
+    return order
+
+
+def send_replacement_key(order_id: int) -> None:
+    """Give the order's key a new secret and email it to the purchase address; the old key stops working."""
+    order = db.session.get(Order, order_id)
+    key = db.session.get(ApiKey, order.api_key_id) if order and order.api_key_id else None
+    if key is None:
+        raise LookupError(f"order {order_id} has no key")
+    lostkey.replace(key, order.locale if order else "en")

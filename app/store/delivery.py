@@ -1,0 +1,165 @@
+"""The storefront's emails: the new key or top-up receipt, the lost-key link, the replacement key.
+
+Each is sent by a worker task that may be retried: a short Redis lock stops two copies of the
+same task from sending at once, and a record of the successful send (Order.emailed_at, or a
+marker for replacements) stops a later run. A crash between the SMTP server's "250" and that
+record is the one window left; the stable Message-ID lets mail systems drop that duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email.message import EmailMessage
+from typing import Any
+
+from flask import current_app, render_template
+from flask_babel import force_locale
+from flask_babel import lazy_gettext as _l
+
+from app import mailer, secretbox
+from app.billing.api_keys import display_prefix
+from app.billing.balances import remaining_tokens
+from app.extensions import db, get_redis
+from app.models import ApiKey, Order, utcnow
+from app.store import fulfilment, lostkey
+from app.store.plans import display_name
+
+log = logging.getLogger(__name__)
+
+_LOCK_SECONDS = 300
+_SENT_MARKER_SECONDS = 30 * 86400
+
+
+def _redis_key(name: str) -> str:
+    return f"{current_app.config['BILLING_REDIS_PREFIX']}:mail:{name}"
+
+
+@contextmanager
+def _sending(name: str) -> Iterator[bool]:
+    """True when this caller holds the send lock for `name`; callers re-check "already sent" inside."""
+    redis = get_redis()
+    lock = _redis_key(f"lock:{name}")
+    acquired = bool(redis.set(lock, "1", nx=True, ex=_LOCK_SECONDS))
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            redis.delete(lock)
+
+
+def _settings() -> mailer.SmtpSettings | None:
+    try:
+        return mailer.SmtpSettings.from_config(current_app.config)
+    except mailer.MailNotConfigured:
+        log.warning("SMTP_HOST is not set: storefront email not sent")
+        return None
+
+
+def _base_url() -> str:
+    return current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+
+
+def _message(template: str, locale: str, to: str, message_id: str | None, **context: Any) -> EmailMessage:
+    settings = mailer.SmtpSettings.from_config(current_app.config)
+    context.update(base_url=_base_url(), app_name=current_app.config.get("APP_NAME", "RelayGate"))
+    with force_locale(locale):
+        subject = str(SUBJECTS[template]) % context
+        text = render_template(f"email/{template}.txt", **context)
+        html = render_template(f"email/{template}.html", subject=subject, **context)
+    return mailer.build_message(
+        sender=settings.sender, to=to, subject=subject, text=text, html=html, message_id=message_id
+    )
+
+
+SUBJECTS = {
+    "order_key": _l("Your %(app_name)s API key"),
+    "topup": _l("%(tokens_text)s tokens added to your %(app_name)s key"),
+    "lost_key_link": _l("Replace your %(app_name)s API key"),
+    "replacement_key": _l("Your new %(app_name)s API key"),
+}
+
+
+def send_order_email(order_id: int) -> bool:
+    """The new key (or the top-up receipt) to the purchase address, once. True if sent now."""
+    order = db.session.get(Order, order_id)
+    if order is None or order.status != "fulfilled" or order.emailed_at is not None:
+        return False
+    settings = _settings()
+    if settings is None:
+        return False
+    with _sending(f"order:{order.id}") as may_send:
+        db.session.refresh(order)
+        if not may_send or order.emailed_at is not None:
+            return False
+        mailer.send(_order_message(order), settings)
+        db.session.execute(
+            db.update(Order).where(Order.id == order.id, Order.emailed_at.is_(None)).values(emailed_at=utcnow())
+        )
+        db.session.commit()
+    fulfilment.wipe_delivered_keys()
+    log.info("order %s: email sent", order.public_id)
+    return True
+
+
+def _order_message(order: Order) -> EmailMessage:
+    key = db.session.get(ApiKey, order.api_key_id)
+    context = {
+        "order": order,
+        "plan_name": display_name(order.plan, order.locale),
+        "tokens_text": f"{order.tokens:,}",
+        "key_prefix": key.prefix if key else "",
+        "remaining": remaining_tokens(key) if key else 0,
+        "model_ids": ("deepseek-v4-flash", "deepseek-v4-pro"),
+    }
+    domain = _domain()
+    if order.kind == "topup":
+        return _message("topup", order.locale, order.email, f"<topup-{order.public_id}@{domain}>", **context)
+    plaintext = fulfilment.read_key_for_email(order)
+    return _message(
+        "order_key", order.locale, order.email, f"<order-{order.public_id}@{domain}>", key=plaintext, **context
+    )
+
+
+def _domain() -> str:
+    sender = current_app.config.get("MAIL_FROM") or "localhost"
+    return sender.rsplit("@", 1)[-1].strip(" >") or "localhost"
+
+
+def send_lost_key_link(email: str, locale: str) -> bool:
+    keys = lostkey.keys_for_email(email)
+    settings = _settings()
+    if not keys or settings is None:
+        return False
+    links = [(key.prefix, f"{_base_url()}/lost-key/confirm/{lostkey.make_token(key)}") for key in keys]
+    with _sending(f"link:{hashlib.sha256(email.lower().encode()).hexdigest()[:24]}") as may_send:
+        if may_send:
+            mailer.send(_message("lost_key_link", locale, keys[0].email or email, None, links=links), settings)
+    return may_send
+
+
+def send_replacement_key(key_id: int, ciphertext: str, locale: str) -> bool:
+    """The new key after a replacement. `ciphertext` is the key encrypted with app.secretbox."""
+    key = db.session.get(ApiKey, key_id)
+    settings = _settings()
+    if key is None or not key.email or settings is None:
+        return False
+    marker = _redis_key(f"sent:replacement:{hashlib.sha256(ciphertext.encode()).hexdigest()[:32]}")
+    redis = get_redis()
+    plaintext = secretbox.decrypt(ciphertext, current_app.config["SECRET_KEY"])
+    with _sending(f"replacement:{key_id}") as may_send:
+        if not may_send or redis.exists(marker):
+            return False
+        message = _message(
+            "replacement_key",
+            locale,
+            key.email,
+            f"<replacement-{key.id}-{marker[-12:]}@{_domain()}>",
+            key=plaintext,
+            key_prefix=display_prefix(plaintext),
+        )
+        mailer.send(message, settings)
+        redis.set(marker, "1", ex=_SENT_MARKER_SECONDS)
+    return True

@@ -1,0 +1,62 @@
+"""End to end in headless Chromium: pricing -> PayPal -> key -> a chat answer through the relay."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from openai import OpenAI
+from playwright.sync_api import Browser, sync_playwright
+
+from tests.smtp_sink import text_of
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_buyer_goes_from_pricing_to_a_working_key(
+    app: Any, live_server: Any, browser: Browser, paypal: Any, plan: Any, fake: Any, store_worker: Any, mail: Any
+) -> None:
+    app.config["PUBLIC_BASE_URL"] = live_server.url  # PayPal must send the buyer back to this server
+    page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+    page.goto(f"{live_server.url}/")
+    page.get_by_role("link", name="Buy", exact=True).click()
+    page.get_by_label("Your email").fill("browser@example.com")
+    page.get_by_role("button", name="Pay $1 with PayPal").click()
+
+    assert page.url.startswith(f"{paypal.base_url}/checkoutnow")
+    page.get_by_role("button", name="Pay now").click()
+
+    page.wait_for_url(f"{live_server.url}/order/*")
+    assert page.get_by_role("heading", name="Payment received. Here is your key.").is_visible()
+    key = page.locator("#api-key").inner_text().strip()
+    assert key.startswith("sk-gateway-")
+    assert f"{live_server.url}/v1" in page.content()
+
+    client = OpenAI(base_url=f"{live_server.url}/v1", api_key=key, max_retries=0)
+    stream = client.chat.completions.create(
+        model="deepseek-v4-flash", messages=[{"role": "user", "content": "Hello"}], stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text.startswith("Hello there")
+
+    page.reload()
+    assert key not in page.content()  # shown once
+    assert key in text_of(mail.wait_for(1)[0])
+    page.close()

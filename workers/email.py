@@ -1,0 +1,33 @@
+"""Email tasks: thin shells over app.store.delivery. SMTP failures are retried with backoff;
+delivery records what was sent, so a retry never sends a second copy."""
+
+from __future__ import annotations
+
+import smtplib
+
+from celery import shared_task
+
+from app.store import delivery
+
+_RETRY = {
+    "autoretry_for": (smtplib.SMTPException, OSError),
+    "retry_backoff": True,
+    "retry_backoff_max": 900,
+    "max_retries": 10,
+    "ignore_result": True,
+}
+
+
+@shared_task(name="email.send_order_email", **_RETRY)
+def send_order_email(order_id: int) -> None:
+    delivery.send_order_email(order_id)
+
+
+@shared_task(name="email.send_lost_key_link", **_RETRY)
+def send_lost_key_link(email: str, locale: str) -> None:
+    delivery.send_lost_key_link(email, locale)
+
+
+@shared_task(name="email.send_replacement_key", **_RETRY)
+def send_replacement_key(key_id: int, key_ciphertext: str, locale: str) -> None:
+    delivery.send_replacement_key(key_id, key_ciphertext, locale)
