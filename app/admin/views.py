@@ -1,3 +1,6 @@
-from flask import Blueprint
+"""The admin blueprint with every page registered on it (see app/admin/pages/)."""
 
-bp = Blueprint("admin", __name__, url_prefix="/admin")
+from app.admin.blueprint import bp
+from app.admin.pages import keys, orders, overview, plans, upstreams, usage  # noqa: F401  (they register routes)
+
+__all__ = ["bp"]

@@ -58,6 +58,16 @@ def _upstream_by_name(name: str) -> Upstream:
     return upstream
 
 
+def _check_route_input(public_id: str, extra_body: Any, multipliers: dict[str, int | None]) -> None:
+    if not public_id.strip() or "/" in public_id or " " in public_id:
+        raise ValueError("a public model id is one word without '/' or spaces")
+    if extra_body is not None and not isinstance(extra_body, dict):
+        raise ValueError("extra body must be a JSON object")
+    for name, value in multipliers.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1")
+
+
 def set_route(
     public_id: str,
     *,
@@ -68,13 +78,12 @@ def set_route(
     completion_multiplier: int | None = None,
     enabled: bool | None = None,
 ) -> ModelRoute:
-    if not public_id.strip() or "/" in public_id or " " in public_id:
-        raise ValueError("a public model id is one word without '/' or spaces")
-    if extra_body is not None and not isinstance(extra_body, dict):
-        raise ValueError("extra body must be a JSON object")
-    for value, name in ((prompt_multiplier, "prompt multiplier"), (completion_multiplier, "completion multiplier")):
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be a whole number of at least 1")
+    """Create or change a route; only the given fields change. Raises ValueError on bad input."""
+    _check_route_input(
+        public_id,
+        extra_body,
+        {"prompt multiplier": prompt_multiplier, "completion multiplier": completion_multiplier},
+    )
     route = db.session.execute(db.select(ModelRoute).filter_by(public_id=public_id)).scalar_one_or_none()
     if route is None:
         if not upstream_model:
@@ -84,16 +93,16 @@ def set_route(
         db.session.add(route)
     elif upstream_name:
         route.upstream_id = _upstream_by_name(upstream_name).id
-    if upstream_model:
-        route.upstream_model = upstream_model
-    if extra_body is not None:
-        route.extra_body = extra_body
-    if prompt_multiplier is not None:
-        route.prompt_multiplier = prompt_multiplier
-    if completion_multiplier is not None:
-        route.completion_multiplier = completion_multiplier
-    if enabled is not None:
-        route.enabled = enabled
+    changes = {
+        "upstream_model": upstream_model,
+        "extra_body": extra_body,
+        "prompt_multiplier": prompt_multiplier,
+        "completion_multiplier": completion_multiplier,
+        "enabled": enabled,
+    }
+    for field, value in changes.items():
+        if value is not None and (value or field == "enabled" or field == "extra_body"):
+            setattr(route, field, value)
     db.session.commit()
     _changed()
     return route
@@ -120,3 +129,21 @@ def set_upstream(
     db.session.commit()
     _changed()
     return upstream
+
+
+def upstream_api_key(upstream: Upstream) -> str | None:
+    """The upstream's own key (decrypted), else UPSTREAM_API_KEY; None means demo mode.
+    Raises ValueError when the stored key cannot be decrypted (SECRET_KEY changed)."""
+    if upstream.api_key_encrypted:
+        try:
+            return secretbox.decrypt(upstream.api_key_encrypted, current_app.config["SECRET_KEY"])
+        except secretbox.SecretUnreadable as exc:
+            raise ValueError("the stored key cannot be decrypted: was SECRET_KEY changed? Enter the key again.") from exc
+    return current_app.config.get("UPSTREAM_API_KEY")
+
+
+def describe_route(public_id: str, description: str) -> None:
+    """The buyer-facing description of a route; no effect on relaying."""
+    route = db.session.execute(db.select(ModelRoute).filter_by(public_id=public_id)).scalar_one()
+    route.description = description.strip()[:300]
+    db.session.commit()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from flask_login import UserMixin
@@ -44,4 +44,38 @@ class AuditLog(db.Model):
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str] = mapped_column(String(120), default="")
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    ip: Mapped[str] = mapped_column(String(45), default="")  # the admin's address, for login forensics
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    # Detail names whose values never reach the log, whatever a caller passes.
+    SECRET_FIELDS = frozenset({"api_key", "key", "plaintext", "password", "secret", "token", "key_ciphertext"})
+
+    @classmethod
+    def entry(
+        cls,
+        action: str,
+        target: str = "",
+        *,
+        actor: str,
+        admin_id: int | None = None,
+        ip: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> AuditLog:
+        """A new, unsaved entry; secret-looking details are dropped and values made JSON-safe."""
+        clean = {k: _json_safe(v) for k, v in (details or {}).items() if k.lower() not in cls.SECRET_FIELDS}
+        return cls(
+            admin_id=admin_id,
+            actor=actor[:254],
+            action=action,
+            target=target[:120],
+            details=clean or None,
+            ip=ip[:45],
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | tuple | set):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,195 @@
+"""Admin forms. Every POST form is a FlaskForm (CSRF); filters are GET forms without CSRF."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    DateField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from app.admin.formatting import thousands
+
+MAX_TOKENS = 10**12
+EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+OUTCOMES = ("done", "client_closed", "upstream_error", "timeout")
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+def _email() -> list[Any]:
+    return [Optional(), Length(max=254), Regexp(EMAIL_RE, message=_l("Enter a valid email address."))]
+
+
+def _whole(label: Any, low: int, high: int, required: bool = False) -> IntegerField:
+    message = _l("Enter a whole number from %(min)s to %(max)s.", min=thousands(low), max=thousands(high))
+    first = InputRequired(_l("This field is required.")) if required else Optional()
+    return IntegerField(label, [first, NumberRange(low, high, message=message)])
+
+
+class KeyEditForm(FlaskForm):
+    name = StringField(_l("Name"), [Optional(), Length(max=120)])
+    email = StringField(_l("Buyer email"), _email())
+    rpm = _whole(_l("Requests per minute"), 1, 100_000)
+    max_concurrent = _whole(_l("Concurrent requests"), 1, 1_000)
+    expires = DateField(_l("Expires on (UTC)"), [Optional()])
+    models = MultiCheckboxField(_l("Allowed models"), choices=[])
+    reasoning_passthrough = BooleanField(_l("Pass reasoning_content through"))
+    note = TextAreaField(_l("Note"), [Optional(), Length(max=500)])
+
+    def changes(self) -> dict[str, Any]:
+        """The fields as accounts.update_key takes them."""
+        from datetime import datetime
+
+        return {
+            "name": (self.name.data or "").strip(),
+            "email": (self.email.data or "").strip().lower() or None,
+            "rpm": self.rpm.data,
+            "max_concurrent": self.max_concurrent.data,
+            "expires_at": datetime.combine(self.expires.data, datetime.min.time()) if self.expires.data else None,
+            "allowed_models": sorted(self.models.data) or None,
+            "reasoning_passthrough": bool(self.reasoning_passthrough.data),
+            "note": (self.note.data or "").strip(),
+        }
+
+
+class KeyCreateForm(KeyEditForm):
+    tokens = _whole(_l("Tokens"), 0, MAX_TOKENS, required=True)
+
+    def validate_expires(self, field: DateField) -> None:
+        from app.models import utcnow
+
+        if field.data and field.data <= utcnow().date():
+            raise ValidationError(_l("The expiry date must be in the future."))
+
+
+class TopupForm(FlaskForm):
+    tokens = _whole(_l("Tokens to add"), 1, MAX_TOKENS, required=True)
+
+
+class PlanForm(FlaskForm):
+    name = StringField(_l("Name (English)"), [DataRequired(_l("Give the plan a name.")), Length(max=120)])
+    name_zh = StringField(_l("Name (Chinese)"), [Optional(), Length(max=120)])
+    tokens = _whole(_l("Tokens"), 1, MAX_TOKENS, required=True)
+    price = StringField(
+        _l("Price"),
+        [
+            DataRequired(_l("Enter a price.")),
+            Regexp(r"^\d{1,7}(\.\d{1,2})?$", message=_l("Enter a price like 4.99 (at most two decimals).")),
+        ],
+    )
+    currency = StringField(
+        _l("Currency"),
+        [DataRequired(), Regexp(r"^[A-Z]{3}$", message=_l("Use a three-letter currency code such as USD."))],
+        filters=[lambda v: (v or "").strip().upper()],
+        default="USD",
+    )
+    models = MultiCheckboxField(_l("Models"), choices=[])
+    rpm = _whole(_l("Requests per minute"), 1, 100_000)
+    valid_days = _whole(_l("Valid for (days)"), 1, 3650)
+    sort_order = _whole(_l("Sort order"), -1000, 1000)
+    active = BooleanField(_l("On sale"), default=True)
+
+    def validate_price(self, field: StringField) -> None:
+        if field.data and re.fullmatch(r"[0.]+", field.data):
+            raise ValidationError(_l("The price must be more than zero."))
+
+    @property
+    def price_cents(self) -> int:
+        return int(Decimal(self.price.data) * 100)  # Decimal, never float: 0.29 * 100 != 29
+
+
+class UpstreamForm(FlaskForm):
+    name = StringField(
+        _l("Name"),
+        [
+            DataRequired(_l("Give the upstream a name.")),
+            Regexp(r"^[a-z0-9][a-z0-9_-]{0,79}$", message=_l("Lower-case letters, digits, '-' and '_' only.")),
+        ],
+        filters=[lambda v: (v or "").strip()],
+    )
+    base_url = StringField(
+        _l("Base URL"),
+        [DataRequired(_l("Enter the base URL.")), Length(max=500)],
+        filters=[lambda v: (v or "").strip()],
+    )
+    api_key = PasswordField(_l("API key"), [Optional(), Length(max=500)])
+    enabled = BooleanField(_l("Enabled"), default=True)
+
+    def validate_base_url(self, field: StringField) -> None:
+        if field.data != "demo:" and not re.match(r"^https?://[^\s/]+", field.data or ""):
+            raise ValidationError(_l("The base URL must start with http:// or https://."))
+
+
+class RouteForm(FlaskForm):
+    public_id = StringField(
+        _l("Public model id"),
+        [
+            DataRequired(_l("Enter the model id clients send.")),
+            Regexp(
+                r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$",
+                message=_l("One word: letters, digits, '.', '-', '_' or ':'; no spaces or '/'."),
+            ),
+        ],
+        filters=[lambda v: (v or "").strip()],
+    )
+    upstream = SelectField(_l("Upstream"), choices=[])
+    upstream_model = StringField(
+        _l("Upstream model"), [DataRequired(_l("Enter the upstream's model id.")), Length(max=120)]
+    )
+    prompt_multiplier = _whole(_l("Prompt multiplier"), 1, 1000, required=True)
+    completion_multiplier = _whole(_l("Completion multiplier"), 1, 1000, required=True)
+    extra_body = TextAreaField(_l("Extra body (JSON object)"), [Optional()])
+    description = StringField(_l("Description"), [Optional(), Length(max=300)])
+    enabled = BooleanField(_l("Enabled"), default=True)
+
+    def validate_extra_body(self, field: TextAreaField) -> None:
+        try:
+            value = json.loads(field.data) if (field.data or "").strip() else {}
+        except ValueError:
+            raise ValidationError(_l("Not valid JSON.")) from None
+        if not isinstance(value, dict):
+            raise ValidationError(_l('Must be a JSON object, like {"thinking": {"type": "disabled"}}.'))
+
+    @property
+    def extra_body_value(self) -> dict[str, Any]:
+        return json.loads(self.extra_body.data) if (self.extra_body.data or "").strip() else {}
+
+
+class FilterForm(FlaskForm):
+    """Base for GET filter forms: read from the query string, no CSRF (they change nothing)."""
+
+    class Meta:
+        csrf = False
+
+
+class UsageFilterForm(FilterForm):
+    key = StringField(_l("Key"), [Optional(), Length(max=100)], filters=[lambda v: (v or "").strip()])
+    model = SelectField(_l("Model"), choices=[], validate_choice=False)
+    outcome = SelectField(_l("Outcome"), choices=[], validate_choice=False)
+    status = _whole(_l("HTTP status"), 100, 599)
+    date_from = DateField(_l("From"), [Optional()])
+    date_to = DateField(_l("To"), [Optional()])
+
+    def validate_date_to(self, field: DateField) -> None:
+        start: date | None = self.date_from.data
+        if field.data and start and field.data < start:
+            raise ValidationError(_l("The end date is before the start date."))

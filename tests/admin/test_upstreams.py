@@ -1,0 +1,164 @@
+"""Upstreams and model routes in the admin: secrets stay sealed, tests and balances, route edits."""
+
+from __future__ import annotations
+
+from app import secretbox
+from app.extensions import db
+from app.models import AuditLog, ModelRoute, Upstream
+from tests.admin.loopback import serve
+from tests.conftest import UPSTREAM_SECRET, free_port
+
+NEW_SECRET = "sk-brand-new-upstream-secret-9876"
+
+
+def _models(client, key):
+    response = client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+    return sorted(m["id"] for m in response.json["data"])
+
+
+def test_add_upstream_stores_the_key_encrypted_and_never_shows_it(app, admin, fake_server):
+    response = admin.post(
+        "/admin/upstreams/new",
+        {"name": "backup", "base_url": fake_server.base_url + "/", "api_key": NEW_SECRET, "enabled": "y"},
+    )
+    assert response.status_code == 302
+    upstream = db.session.execute(db.select(Upstream).filter_by(name="backup")).scalar_one()
+    assert NEW_SECRET not in upstream.api_key_encrypted
+    assert secretbox.decrypt(upstream.api_key_encrypted, app.config["SECRET_KEY"]) == NEW_SECRET
+    assert upstream.key_hint == "9876" and upstream.base_url == fake_server.base_url
+    for page in ("/admin/upstreams", f"/admin/upstreams/{upstream.id}/edit", "/admin/audit"):
+        text = admin.get(page).text
+        assert NEW_SECRET not in text and UPSTREAM_SECRET not in text, page
+    assert "…9876" in admin.get("/admin/upstreams").text
+    entry = db.session.execute(db.select(AuditLog).filter_by(action="upstream.create")).scalar_one()
+    assert entry.details["key_changed"] is True and NEW_SECRET not in str(entry.details)
+
+
+def test_editing_without_a_key_keeps_the_stored_key(app, admin):
+    upstream = db.session.execute(db.select(Upstream).filter_by(name="deepseek")).scalar_one()
+    sealed = upstream.api_key_encrypted
+    response = admin.post(
+        f"/admin/upstreams/{upstream.id}/edit", {"base_url": "https://api.example.com/v1", "api_key": ""}
+    )
+    assert response.status_code == 302
+    db.session.expire_all()
+    upstream = db.session.get(Upstream, upstream.id)
+    assert upstream.api_key_encrypted == sealed and upstream.base_url == "https://api.example.com/v1"
+    assert upstream.enabled is False  # the box was left unticked
+
+
+def test_bad_upstream_input_saves_nothing(admin, fake_server):
+    bad = admin.post("/admin/upstreams/new", {"name": "Bad Name!", "base_url": "ftp://x", "api_key": "k"})
+    assert bad.status_code == 400
+    assert "Lower-case letters, digits" in bad.text and "must start with http:// or https://" in bad.text
+    duplicate = admin.post("/admin/upstreams/new", {"name": "deepseek", "base_url": fake_server.base_url})
+    assert duplicate.status_code == 400 and "exists already" in duplicate.text
+    assert db.session.execute(db.select(db.func.count(Upstream.id))).scalar_one() == 1
+
+
+def test_connection_test_shows_the_deepseek_balance_on_the_pages(admin):
+    response = admin.post("/admin/upstreams/1/test", follow_redirects=True)
+    assert "deepseek answered in" in response.text and "with 2 models" in response.text
+    assert "12.34 USD" in response.text
+    assert "12.34 USD" in admin.get("/admin/").text  # the overview keeps the last result
+    entry = db.session.execute(db.select(AuditLog).filter_by(action="upstream.test")).scalar_one()
+    assert entry.details["ok"] is True
+
+
+def test_connection_test_reports_a_refused_key_and_a_dead_host(admin):
+    with serve({"/models": (401, {"error": {"message": "Authentication Fails"}})}) as base:
+        admin.post("/admin/upstreams/1/edit", {"base_url": base, "enabled": "y"})
+        refused = admin.post("/admin/upstreams/1/test", follow_redirects=True)
+    assert "deepseek failed the test: the upstream refused the API key (HTTP 401)" in refused.text
+    admin.post("/admin/upstreams/1/edit", {"base_url": f"http://127.0.0.1:{free_port()}", "enabled": "y"})
+    dead = admin.post("/admin/upstreams/1/test", follow_redirects=True)
+    assert "deepseek failed the test: cannot reach" in dead.text
+    assert "check failed" in admin.get("/admin/").text
+
+
+def test_new_route_is_served_at_once_with_its_multipliers_and_extra_body(admin, client, api_key):
+    response = admin.post(
+        "/admin/routes/new",
+        {
+            "public_id": "roleplay",
+            "upstream": "deepseek",
+            "upstream_model": "deepseek-v4-flash",
+            "prompt_multiplier": "1",
+            "completion_multiplier": "3",
+            "extra_body": '{"thinking": {"type": "disabled"}}',
+            "description": "For long chats.",
+            "enabled": "y",
+        },
+    )
+    assert response.status_code == 302
+    route = db.session.execute(db.select(ModelRoute).filter_by(public_id="roleplay")).scalar_one()
+    assert (route.completion_multiplier, route.extra_body, route.description) == (
+        3,
+        {"thinking": {"type": "disabled"}},
+        "For long chats.",
+    )
+    assert "roleplay" in _models(client, api_key)
+    edit = admin.get(f"/admin/routes/{route.id}/edit").text
+    assert "&#34;thinking&#34;" in edit or "&quot;thinking&quot;" in edit
+    assert (
+        admin.post(
+            f"/admin/routes/{route.id}/edit",
+            {
+                "upstream": "deepseek",
+                "upstream_model": "deepseek-v4-flash",
+                "prompt_multiplier": "1",
+                "completion_multiplier": "3",
+            },
+        ).status_code
+        == 302
+    )
+    assert "roleplay" not in _models(client, api_key)  # saved unticked: disabled
+
+
+def test_bad_route_input_saves_nothing(admin):
+    form = {
+        "public_id": "two words",
+        "upstream": "nowhere",
+        "upstream_model": "",
+        "prompt_multiplier": "0",
+        "completion_multiplier": "x",
+        "extra_body": "[1, 2]",
+    }
+    response = admin.post("/admin/routes/new", form)
+    assert response.status_code == 400
+    for message in (
+        "One word",
+        "Not a valid choice.",
+        "Enter the upstream",
+        "Enter a whole number from 1 to 1,000.",
+        "Not a valid integer value.",
+        "Must be a JSON object",
+    ):
+        assert message in response.text, message
+    broken = admin.post(
+        "/admin/routes/new",
+        {
+            **form,
+            "public_id": "ok-id",
+            "upstream": "deepseek",
+            "upstream_model": "m",
+            "prompt_multiplier": "1",
+            "completion_multiplier": "1",
+            "extra_body": "{oops",
+        },
+    )
+    assert broken.status_code == 400 and "Not valid JSON." in broken.text
+    duplicate = admin.post(
+        "/admin/routes/new",
+        {
+            **form,
+            "public_id": "deepseek-v4-pro",
+            "upstream": "deepseek",
+            "upstream_model": "m",
+            "prompt_multiplier": "1",
+            "completion_multiplier": "1",
+            "extra_body": "",
+        },
+    )
+    assert duplicate.status_code == 400 and "routed already" in duplicate.text
+    assert db.session.execute(db.select(db.func.count(ModelRoute.id))).scalar_one() == 2
