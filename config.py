@@ -77,6 +77,18 @@ class Config:
     KEY_CACHE_SECONDS = _env_float("KEY_CACHE_SECONDS", 30.0)
     BILLING_REDIS_PREFIX = _env("BILLING_REDIS_PREFIX", "rg")
 
+    # Quotas and the usage ledger (app/billing/quota.py, reconcile.py).
+    # Completion tokens held for a request that sets no max_tokens; keep it >= the upstream's default
+    # max_tokens, or such a request can spend past its reservation.
+    QUOTA_COMPLETION_ALLOWANCE = _env_int("QUOTA_COMPLETION_ALLOWANCE", 32768)
+    QUOTA_HOLD_SECONDS = _env_int("QUOTA_HOLD_SECONDS", 3600)  # a dead process's reservation is freed after this
+    LIVE_STATE_TTL = _env_int("LIVE_STATE_TTL", 0)  # cached quota, seconds; 0 = 3 embedded, 1 day with Redis
+    USAGE_DRAIN_BATCH = _env_int("USAGE_DRAIN_BATCH", 500)  # usage records per SQL transaction
+    USAGE_DRAIN_KICK_SECONDS = _env_float("USAGE_DRAIN_KICK_SECONDS", 0.5)  # each web process wakes the worker
+    USAGE_DRAIN_SECONDS = _env_float("USAGE_DRAIN_SECONDS", 5.0)  # beat: drain in case a wake was lost
+    USAGE_RECONCILE_SECONDS = _env_float("USAGE_RECONCILE_SECONDS", 60.0)  # beat: correct live balances from SQL
+    LEGACY_TOKENS_PER_USD = _env_int("LEGACY_TOKENS_PER_USD", 1_000_000)  # /dashboard/billing/*: $1 shown per 1M tokens
+
     # Storefront and email.
     PUBLIC_BASE_URL = _env("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
     PAYPAL_CLIENT_ID = _env("PAYPAL_CLIENT_ID")
@@ -92,6 +104,10 @@ class Config:
     SMTP_STARTTLS = _env_bool("SMTP_STARTTLS", True)
     SMTP_TIMEOUT = _env_float("SMTP_TIMEOUT", 15.0)
     MAIL_FROM = _env("MAIL_FROM", "RelayGate <no-reply@localhost>")
+    PAYPAL_RECONCILE_SECONDS = _env_float("PAYPAL_RECONCILE_SECONDS", 300.0)  # beat interval
+    PAYPAL_RECONCILE_MIN_AGE = _env_int("PAYPAL_RECONCILE_MIN_AGE", 60)  # leave orders this fresh alone
+    KEY_REVEAL_SECONDS = _env_int("KEY_REVEAL_SECONDS", 3600)  # keep the encrypted new key for the page
+    KEY_KEEP_UNSENT_SECONDS = _env_int("KEY_KEEP_UNSENT_SECONDS", 3 * 86400)  # then wipe it even if unsent
 
     # Admin.
     SESSION_COOKIE_HTTPONLY = True
@@ -99,6 +115,7 @@ class Config:
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
     REMEMBER_COOKIE_HTTPONLY = True
     ADMIN_LOGIN_ATTEMPTS_PER_15_MIN = _env_int("ADMIN_LOGIN_ATTEMPTS_PER_15_MIN", 10)
+    ADMIN_UPSTREAM_TIMEOUT = _env_float("ADMIN_UPSTREAM_TIMEOUT", 8.0)  # seconds, for "test connection"
 
     LANGUAGES = ("en", "zh")
     BABEL_DEFAULT_LOCALE = "en"

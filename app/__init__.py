@@ -68,13 +68,16 @@ def install_middleware(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from app.admin.views import bp as admin_bp
+    from app.api.balance import bp as balance_bp
     from app.api.views import bp as api_bp
     from app.auth.views import bp as auth_bp
     from app.extensions import csrf
     from app.store.views import bp as store_bp
 
     csrf.exempt(api_bp)  # bearer-key API: no cookies, so no CSRF
+    csrf.exempt(balance_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(balance_bp)
     app.register_blueprint(store_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(admin_bp)

@@ -86,18 +86,12 @@ def keys_create(
 def key_fields(row: Any) -> dict[str, Any]:
     from app.billing import balances
 
-    remaining = balances.remaining_tokens(row)
+    # The same live figures as GET /api/key (settled usage not yet in SQL included).
+    report = balances.key_report(row, default_rpm=current_app.config["KEY_DEFAULT_RPM"], all_models=_route_ids())
     return {
         "id": row.id,
         "prefix": row.prefix,
-        "name": row.name,
-        "status": "expired" if row.status == "active" and row.is_expired(datetime.utcnow()) else row.status,
-        "tokens_quota": row.tokens_quota,
-        "tokens_used": row.tokens_quota - remaining,
-        "tokens_remaining": remaining,
-        "rpm": row.rpm or current_app.config["KEY_DEFAULT_RPM"],
-        "expires_at": row.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if row.expires_at else None,
-        "models": row.allowed_models or sorted(_route_ids()),
+        **report,
         "reasoning_passthrough": row.reasoning_passthrough,
         "email": row.email,
         "created_at": row.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),

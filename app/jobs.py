@@ -14,10 +14,24 @@ from flask import current_app
 log = logging.getLogger(__name__)
 
 RECORD_USAGE = "usage.record"
+DRAIN_USAGE = "usage.drain"
+RECONCILE_USAGE = "usage.reconcile"
+PAYPAL_WEBHOOK = "paypal.process_webhook"
+PAYPAL_RECONCILE = "paypal.reconcile_orders"
+EMAIL_ORDER = "email.send_order_email"
+EMAIL_LOST_KEY_LINK = "email.send_lost_key_link"
+EMAIL_REPLACEMENT_KEY = "email.send_replacement_key"
 
 # Task name -> the service function its worker task wraps, for embedded mode.
 SERVICES = {
     RECORD_USAGE: "app.billing.ledger:write_record",
+    DRAIN_USAGE: "app.billing.reconcile:drain_outbox",
+    RECONCILE_USAGE: "app.billing.reconcile:reconcile",
+    PAYPAL_WEBHOOK: "app.store.webhooks:process_event",
+    PAYPAL_RECONCILE: "app.store.reconcile:reconcile_orders",
+    EMAIL_ORDER: "app.store.delivery:send_order_email",
+    EMAIL_LOST_KEY_LINK: "app.store.delivery:send_lost_key_link",
+    EMAIL_REPLACEMENT_KEY: "app.store.delivery:send_replacement_key",
 }
 TASK_NAMES = tuple(SERVICES)
 
@@ -41,3 +55,36 @@ def _send(name: str, *args: Any) -> None:
 def record_usage(record: dict[str, Any]) -> None:
     """Queue one usage record (plain values, no secrets) for the durable ledger."""
     _send(RECORD_USAGE, record)
+
+
+def drain_usage(delay: float = 0.0) -> None:
+    """Wake the worker (after `delay` seconds) to move the usage records queued in Redis into SQL."""
+    celery = current_app.extensions["celery"]
+    if celery.conf.task_always_eager:
+        _run_locally(DRAIN_USAGE, ())
+    else:
+        celery.send_task(DRAIN_USAGE, countdown=delay or None)
+
+
+def runs_in_process() -> bool:
+    """Embedded mode: jobs run right here, in the caller's process."""
+    return bool(current_app.extensions["celery"].conf.task_always_eager)
+
+
+def process_paypal_webhook(event_row_id: int) -> None:
+    """Queue a stored PayPal webhook event (by its row id) for processing."""
+    _send(PAYPAL_WEBHOOK, event_row_id)
+
+
+def send_order_email(order_id: int) -> None:
+    """Queue the new-key or top-up email of a fulfilled order. The key is read, encrypted, from the row."""
+    _send(EMAIL_ORDER, order_id)
+
+
+def send_lost_key_link(email: str, locale: str) -> None:
+    _send(EMAIL_LOST_KEY_LINK, email, locale)
+
+
+def send_replacement_key(key_id: int, key_ciphertext: str, locale: str) -> None:
+    """`key_ciphertext` is app.secretbox output: the task payload never holds a readable key."""
+    _send(EMAIL_REPLACEMENT_KEY, key_id, key_ciphertext, locale)

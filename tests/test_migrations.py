@@ -58,7 +58,9 @@ def test_upgrade_matches_models_and_seeds(tmp_path):
                     "ORDER BY public_id"
                 )
             ).all()
+            plans = conn.execute(sa.text("SELECT name, tokens, price_cents, currency, active FROM plans")).all()
         engine.dispose()
+        assert [tuple(p) for p in plans] == [("2M tokens", 2_000_000, 100, "USD", True)]
         assert upstream.name == "deepseek" and upstream.base_url == "https://up.example"
         assert "sk-seeded" not in upstream.api_key_encrypted and upstream.key_hint == "9876"
         assert [tuple(r) for r in routes] == [

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-11-26 12:49:40.054032
+Create Date: 2026-11-26 13:29:38.726350
 
 """
 from alembic import op
@@ -100,6 +100,7 @@ def upgrade():
     sa.Column('action', sa.String(length=64), nullable=False),
     sa.Column('target', sa.String(length=120), nullable=False),
     sa.Column('details', sa.JSON(), nullable=True),
+    sa.Column('ip', sa.String(length=45), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['admin_id'], ['admin_users.id'], name=op.f('fk_audit_log_admin_id_admin_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_log'))
@@ -143,11 +144,13 @@ def upgrade():
     sa.Column('flagged', sa.Boolean(), nullable=False),
     sa.Column('note', sa.String(length=500), nullable=False),
     sa.Column('tokens_revoked', sa.BigInteger(), nullable=False),
+    sa.Column('capture_attempts', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.Column('paid_at', sa.DateTime(), nullable=True),
     sa.Column('fulfilled_at', sa.DateTime(), nullable=True),
     sa.Column('emailed_at', sa.DateTime(), nullable=True),
+    sa.Column('revealed_at', sa.DateTime(), nullable=True),
     sa.Column('refunded_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['api_key_id'], ['api_keys.id'], name=op.f('fk_orders_api_key_id_api_keys')),
     sa.ForeignKeyConstraint(['plan_id'], ['plans.id'], name=op.f('fk_orders_plan_id_plans')),

@@ -1,4 +1,5 @@
-"""Seed the default upstream (from UPSTREAM_BASE_URL / UPSTREAM_API_KEY) and the two public routes.
+"""Seed the default upstream (from UPSTREAM_BASE_URL / UPSTREAM_API_KEY), the two public routes and the
+first plan ("$1 — 2M tokens").
 
 Revision ID: 0002_seed_defaults
 Revises: 0001_initial
@@ -17,6 +18,10 @@ down_revision = "0001_initial"
 branch_labels = None
 depends_on = None
 
+PLANS = (
+    # name, Chinese name, tokens, price in cents, sort order
+    ("2M tokens", "200 万 tokens", 2_000_000, 100, 10),
+)
 ROUTES = (
     # public id, upstream model, prompt x, completion x, description
     ("deepseek-v4-flash", "deepseek-v4-flash", 1, 1, "Fast; for chat and roleplay."),
@@ -55,8 +60,20 @@ def upgrade():
             prompt_multiplier=p_mult, completion_multiplier=c_mult, owned_by="deepseek", description=description,
             enabled=True, created_at=now, updated_at=now,
         ))
+    plans = sa.table(
+        "plans",
+        sa.column("name", sa.String), sa.column("name_zh", sa.String), sa.column("tokens", sa.BigInteger),
+        sa.column("price_cents", sa.Integer), sa.column("currency", sa.String), sa.column("active", sa.Boolean),
+        sa.column("sort_order", sa.Integer), sa.column("created_at", sa.DateTime), sa.column("updated_at", sa.DateTime),
+    )
+    for name, name_zh, tokens, price_cents, sort_order in PLANS:
+        bind.execute(plans.insert().values(
+            name=name, name_zh=name_zh, tokens=tokens, price_cents=price_cents, currency="USD", active=True,
+            sort_order=sort_order, created_at=now, updated_at=now,
+        ))
 
 
 def downgrade():
+    op.execute("DELETE FROM plans")
     op.execute("DELETE FROM model_routes")
     op.execute("DELETE FROM upstreams")
