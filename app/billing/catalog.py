@@ -138,7 +138,7 @@ def upstream_api_key(upstream: Upstream) -> str | None:
         try:
             return secretbox.decrypt(upstream.api_key_encrypted, current_app.config["SECRET_KEY"])
         except secretbox.SecretUnreadable as exc:
-            raise ValueError("the stored key cannot be decrypted: was SECRET_KEY changed? Enter the key again.") from exc
+            raise ValueError("the stored key cannot be decrypted (was SECRET_KEY changed?); enter it again") from exc
     return current_app.config.get("UPSTREAM_API_KEY")
 
 
