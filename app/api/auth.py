@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from app.api.errors import invalid_key
-from app.billing import keys, quota
+from app.billing import keys, quota, routes
 from app.billing.api_keys import mask
 from app.billing.errors import InvalidKey
 from app.billing.keys import KeyInfo
@@ -27,8 +27,17 @@ def current_key() -> KeyInfo:
     presented = presented_key()
     config = current_app.config
     try:
-        return keys.authenticate(
-            get_redis(), config["BILLING_REDIS_PREFIX"], presented, time.time(), quota.key_cache_seconds(config)
+        prefix = config["BILLING_REDIS_PREFIX"]
+        key, (generation,) = keys.authenticate(
+            get_redis(),
+            prefix,
+            presented,
+            time.time(),
+            quota.key_cache_seconds(config),
+            also=(routes.generation_key(prefix),),
         )
     except InvalidKey as exc:
         raise invalid_key(exc, mask(presented or "")) from None
+    # Read with the key, in one round trip; the routes table is reloaded only when it moved.
+    g.routes_generation = generation or b"0"  # never bumped yet: generation zero
+    return key

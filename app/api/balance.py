@@ -77,7 +77,7 @@ def _presented_row() -> ApiKey:
         raise invalid_key(InvalidKey("missing"))
     config = current_app.config
     ttl = quota.key_cache_seconds(config)
-    info = keys.lookup(get_redis(), config["BILLING_REDIS_PREFIX"], hash_key(presented), ttl)
+    info, _ = keys.lookup(get_redis(), config["BILLING_REDIS_PREFIX"], hash_key(presented), ttl)
     if info is None:
         raise invalid_key(InvalidKey("unknown"), mask(presented))
     return _row(info.id)

@@ -156,7 +156,11 @@ def _parse_chat_body() -> dict[str, Any]:
 def _routes() -> dict[str, RouteInfo]:
     config = current_app.config
     return current_app.extensions["routes"].get(
-        get_redis(), config["BILLING_REDIS_PREFIX"], config["SECRET_KEY"], config["UPSTREAM_API_KEY"]
+        get_redis(),
+        config["BILLING_REDIS_PREFIX"],
+        config["SECRET_KEY"],
+        config["UPSTREAM_API_KEY"],
+        g.get("routes_generation"),
     )
 
 

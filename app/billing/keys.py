@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.billing.api_keys import hash_key
@@ -54,8 +54,6 @@ def key_info_from_row(row: Any) -> KeyInfo:
 
 
 def _timestamp(value: datetime) -> float:
-    from datetime import UTC
-
     return value.replace(tzinfo=UTC).timestamp()
 
 
@@ -69,37 +67,44 @@ def _load_from_sql(key_hash: str) -> KeyInfo | None:
     return info
 
 
-def lookup(redis: Any, prefix: str, key_hash: str, ttl: int = 3600) -> KeyInfo | None:
+def lookup(
+    redis: Any, prefix: str, key_hash: str, ttl: int = 3600, also: tuple[str, ...] = ()
+) -> tuple[KeyInfo | None, list[Any]]:
+    """The key's info, and the values of the `also` Redis keys read in the same round trip."""
     cache_key = _cache_key(prefix, key_hash)
-    cached = redis.get(cache_key)
+    cached, *extras = redis.mget([cache_key, *also])
     if cached == _MISSING:
-        return None
+        return None, extras
     if cached is not None:
         data = json.loads(cached)
         if data.get("models") is not None:
             data["models"] = tuple(data["models"])
-        return KeyInfo(**data)
+        return KeyInfo(**data), extras
     info = _load_from_sql(key_hash)
     if info is None:
         redis.set(cache_key, _MISSING, ex=_MISSING_TTL)
     else:
         redis.set(cache_key, json.dumps(asdict(info)), ex=ttl)
-    return info
+    return info, extras
 
 
 def invalidate(redis: Any, prefix: str, key_hash: str) -> None:
     redis.delete(_cache_key(prefix, key_hash))
 
 
-def authenticate(redis: Any, prefix: str, presented: str | None, now: float, ttl: int = 3600) -> KeyInfo:
-    """The KeyInfo for a presented key, or InvalidKey('missing'|'unknown'|'revoked'|'expired')."""
+def authenticate(
+    redis: Any, prefix: str, presented: str | None, now: float, ttl: int = 3600, also: tuple[str, ...] = ()
+) -> tuple[KeyInfo, list[Any]]:
+    """The KeyInfo for a presented key, or InvalidKey('missing'|'unknown'|'revoked'|'expired');
+    with the values of the `also` Redis keys, read in the same round trip."""
     if not presented:
         raise InvalidKey("missing")
-    info = lookup(redis, prefix, hash_key(presented), ttl)
+    info, extras = lookup(redis, prefix, hash_key(presented), ttl, also)
     if info is None:
         raise InvalidKey("unknown")
     if info.status != "active":
         raise InvalidKey("revoked")
     if info.expires_at is not None and info.expires_at <= now:
-        raise InvalidKey("expired", datetime.fromtimestamp(info.expires_at).strftime("%Y-%m-%d"))
-    return info
+        expired = datetime.fromtimestamp(info.expires_at, UTC).strftime("%Y-%m-%d")
+        raise InvalidKey("expired", expired)
+    return info, extras

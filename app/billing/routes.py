@@ -27,12 +27,12 @@ class RouteInfo:
     owned_by: str
 
 
-def _generation_key(prefix: str) -> str:
+def generation_key(prefix: str) -> str:
     return f"{prefix}:routes:gen"
 
 
 def bump_generation(redis: Any, prefix: str) -> None:
-    redis.incr(_generation_key(prefix))
+    redis.incr(generation_key(prefix))
 
 
 def load_routes(secret_key: str, fallback_api_key: str | None) -> dict[str, RouteInfo]:
@@ -69,8 +69,13 @@ class RouteCache:
         self._routes: dict[str, RouteInfo] = {}
         self._lock = threading.Lock()
 
-    def get(self, redis: Any, prefix: str, secret_key: str, fallback_api_key: str | None) -> dict[str, RouteInfo]:
-        generation = redis.get(_generation_key(prefix)) or b"0"
+    def get(
+        self, redis: Any, prefix: str, secret_key: str, fallback_api_key: str | None, generation: Any = None
+    ) -> dict[str, RouteInfo]:
+        """`generation` is the counter's value when the caller already read it (with the key look-up)."""
+        if generation is None:
+            generation = redis.get(generation_key(prefix))
+        generation = generation or b"0"
         if generation == self._generation:
             return self._routes
         with self._lock:
