@@ -71,4 +71,4 @@ def init_relay(app: Flask) -> None:
     from app.relay.upstream import make_pool
 
     app.extensions["relay_pool"] = make_pool(app.config["RELAY_POOL_SIZE"])
-    app.extensions["routes"] = RouteCache()
+    app.extensions["routes"] = RouteCache(max_age=None if app.config.get("REDIS_URL") else 3.0)

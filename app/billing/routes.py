@@ -7,6 +7,7 @@ counter and reloads the table only when it moved.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,10 @@ def load_routes(secret_key: str, fallback_api_key: str | None) -> dict[str, Rout
 class RouteCache:
     """One per app (app.extensions["routes"]), so that apps in one process never share a table."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_age: float | None = None) -> None:
+        # Embedded mode has no shared Redis: the CLI bumps its own counter, so age the table out instead.
+        self._max_age = max_age
+        self._loaded_at = 0.0
         self._generation: bytes | None = None
         self._routes: dict[str, RouteInfo] = {}
         self._lock = threading.Lock()
@@ -76,13 +80,17 @@ class RouteCache:
         if generation is None:
             generation = redis.get(generation_key(prefix))
         generation = generation or b"0"
-        if generation == self._generation:
+        if generation == self._generation and not self._too_old():
             return self._routes
         with self._lock:
-            if generation != self._generation:
+            if generation != self._generation or self._too_old():
                 self._routes = load_routes(secret_key, fallback_api_key)
                 self._generation = generation
+                self._loaded_at = time.monotonic()
         return self._routes
+
+    def _too_old(self) -> bool:
+        return self._max_age is not None and time.monotonic() - self._loaded_at > self._max_age
 
     def clear(self) -> None:
         self._generation = None

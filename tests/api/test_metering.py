@@ -12,7 +12,7 @@ import requests
 
 from app.billing import accounts, catalog, quota, reconcile
 from app.extensions import db
-from app.models import ApiKey, UsageRecord
+from app.models import ApiKey, ModelRoute, UsageRecord
 from app.relay.usage import estimate_prompt_tokens
 from tests.api.helpers import chat_body, post_stream, read_sse
 from tests.conftest import wait_until
@@ -270,3 +270,12 @@ class TestEmbeddedMode:
         db.session.commit()
         time.sleep(1.1)
         assert post(client, key, chat_body()).status_code == 401
+
+    def test_route_changed_by_another_process_applies_within_seconds(self, app, client, api_key, fake):
+        headers = {"Authorization": f"Bearer {api_key}"}
+        assert client.get("/v1/models/deepseek-v4-pro", headers=headers).status_code == 200
+        # What `flask models set deepseek-v4-pro --disable` does from its own process: SQL only.
+        db.session.execute(db.update(ModelRoute).where(ModelRoute.public_id == "deepseek-v4-pro").values(enabled=False))
+        db.session.commit()
+        time.sleep(3.2)
+        assert client.get("/v1/models/deepseek-v4-pro", headers=headers).status_code == 404
