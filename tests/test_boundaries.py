@@ -18,8 +18,8 @@ ALLOWED_APP_IMPORTS = {
     "app.billing": {"app.models", "app.extensions", "app.secretbox", "app.relay.usage", "app.mailer", "app.jobs"},
     "app.api": {"app.relay", "app.billing", "app.models", "app.jobs", "app.extensions"},
     "app.store": {"app.billing", "app.models", "app.jobs", "app.extensions", "app.secretbox", "app.mailer", "app.i18n"},
-    "app.admin": {"app.models", "app.billing", "app.extensions", "app.relay", "app.jobs", "app.i18n"},
-    "app.auth": {"app.models", "app.extensions", "app.i18n"},
+    "app.admin": {"app.models", "app.billing", "app.extensions", "app.relay", "app.jobs", "app.i18n", "app.security"},
+    "app.auth": {"app.models", "app.extensions", "app.i18n", "app.security"},
 }
 RELAY_THIRD_PARTY = {"urllib3", "requests"}
 

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, render_template, request, url_for
+from flask import Blueprint, current_app, render_template, request, url_for
 from flask_babel import get_locale
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
 from app.admin import formatting
+from app.security import harden
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-_CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-)
 
 # (endpoint, section); a page belongs to the section whose endpoint prefix it starts with.
 NAV = (
@@ -37,18 +34,7 @@ def _require_admin() -> Any:
     return None
 
 
-@bp.after_request
-def _harden(response: Response) -> Response:
-    # Admin pages show key material once and personal data: never cache, never frame.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = _CSP
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    lang = request.args.get("lang")
-    if lang in current_app.config["LANGUAGES"]:
-        response.set_cookie("lang", lang, max_age=365 * 86400, samesite="Lax")
-    return response
+bp.after_request(harden)
 
 
 def url_with(**changes: Any) -> str:

@@ -18,13 +18,9 @@ from app.auth import throttle
 from app.auth.forms import LoginForm
 from app.extensions import db, get_redis, login_manager
 from app.models import AdminUser, AuditLog, utcnow
+from app.security import harden
 
 bp = Blueprint("auth", __name__, url_prefix="/admin")
-
-_CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-)
 
 
 @bp.record_once
@@ -41,17 +37,7 @@ def load_user(user_id: str) -> AdminUser | None:
     return user if user is not None and user.active else None
 
 
-@bp.after_request
-def _harden(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = _CSP
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    lang = request.args.get("lang")
-    if lang in current_app.config["LANGUAGES"]:
-        response.set_cookie("lang", lang, max_age=365 * 86400, samesite="Lax")
-    return response
+bp.after_request(harden)
 
 
 @bp.context_processor

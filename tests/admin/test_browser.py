@@ -11,16 +11,7 @@ import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.admin.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.browser import launch
 
 
 @pytest.fixture
@@ -31,7 +22,7 @@ def app_extra() -> dict[str, Any]:
 @pytest.fixture
 def page() -> Any:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         yield context.new_page()
         context.close()
