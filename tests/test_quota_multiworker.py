@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -12,7 +10,7 @@ from app.billing import quota, reconcile
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
 from app.relay.usage import estimate_prompt_tokens
-from tests.api.helpers import chat_body
+from tests.api.helpers import chat_body, open_raw_stream
 from tests.conftest import wait_until
 
 P = "rg"
@@ -76,16 +74,7 @@ def test_a_disconnect_under_gunicorn_bills_prompt_and_received_tokens(app, redis
     server = gunicorn_factory(workers=2)
     row, key = make_key(1_000_000)
     body = chat_body(stream=True, fake={"tokens": 300, "delay": 0.02})
-    payload = json.dumps(body).encode()
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {key}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
-        + payload
-    )
-    received = b""
-    while received.count(b'"content"') < 15:
-        received += sock.recv(65536)
+    sock, _ = open_raw_stream(server.port, key, body, b'"content"', 15)
     sock.close()
     wait_until(lambda: live(redis, row.id).get("pending"), timeout=5)
     assert live(redis, row.id)["held"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
@@ -42,3 +43,19 @@ def json_events(events: list[bytes]) -> list[dict]:
 
 def content_of(chunks: list[dict]) -> str:
     return "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
+
+
+def open_raw_stream(port: int, key: str, body: dict, until: bytes, count: int = 1) -> tuple[socket.socket, bytes]:
+    """POST over a bare socket and read until `until` was seen `count` times; the caller hangs up
+    with sock.close(), which is how a client that presses Stop looks to the gateway."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    payload = json.dumps(body).encode()
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {key}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    received = b""
+    while received.count(until) < count:
+        received += sock.recv(65536)
+    return sock, received

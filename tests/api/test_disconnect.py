@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 
 import pytest
 
-from tests.api.helpers import chat_body
-
-
-def open_stream_and_read(port: int, key: str, body: dict, want_bytes: int) -> tuple[socket.socket, bytes]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    payload = json.dumps(body).encode()
-    sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {key}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
-        + payload
-    )
-    received = b""
-    while b"keep-alive" not in received or len(received) < want_bytes:
-        received += sock.recv(65536)
-    return sock, received
+from tests.api.helpers import chat_body, open_raw_stream
 
 
 def wait_for_close(fake, timeout: float) -> float | None:
@@ -51,7 +35,7 @@ def server_port(request, live_server, gunicorn_factory):
     ids=["while-content-streams", "while-reasoning-is-stripped"],
 )
 def test_upstream_closed_within_a_second_of_client_disconnect(server_port, api_key, fake, script):
-    sock, received = open_stream_and_read(server_port, api_key, chat_body(stream=True, fake=script), 100)
+    sock, received = open_raw_stream(server_port, api_key, chat_body(stream=True, fake=script), b"keep-alive")
     assert b"200 OK" in received
     time.sleep(0.3)
     sock.close()

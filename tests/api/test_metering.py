@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 import time
 
@@ -14,7 +12,7 @@ from app.billing import accounts, catalog, quota, reconcile
 from app.extensions import db
 from app.models import ApiKey, ModelRoute, UsageRecord
 from app.relay.usage import estimate_prompt_tokens
-from tests.api.helpers import chat_body, post_stream, read_sse
+from tests.api.helpers import chat_body, open_raw_stream, post_stream, read_sse
 from tests.conftest import wait_until
 from tests.fake_deepseek import prompt_tokens_of
 
@@ -189,16 +187,7 @@ def test_concurrency_cap_refuses_while_a_stream_runs(app, live_server, redis, ma
 def test_a_client_that_hangs_up_mid_stream_pays_for_what_was_generated(app, live_server, redis, make_key, fake):
     row, key = make_key(1_000_000)
     body = chat_body(stream=True, fake={"tokens": 400, "delay": 0.02})
-    sock = socket.create_connection(("127.0.0.1", live_server.port), timeout=10)
-    payload = json.dumps(body).encode()
-    sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {key}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
-        + payload
-    )
-    received = b""
-    while received.count(b"data: ") < 10:
-        received += sock.recv(65536)
+    sock, _ = open_raw_stream(live_server.port, key, body, b"data: ", 10)
     sock.close()
     wait_until(lambda: live(redis, row.id).get("pending"), timeout=5)
     reconcile.drain(redis, P, batch_size=10)
