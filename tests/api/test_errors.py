@@ -183,3 +183,30 @@ def test_sdk_raises_the_right_exceptions(live_server, api_key, fake):
     no_v1 = openai.OpenAI(base_url=live_server.url, api_key=api_key, max_retries=0)
     with pytest.raises(openai.NotFoundError, match="must end with /v1"):
         no_v1.chat.completions.create(model="deepseek-v4-flash", messages=[{"role": "user", "content": "x"}])
+
+
+def test_upstream_connect_timeout_is_502_within_the_limit(app, client, api_key):
+    # A listener whose accept queue is full drops new SYNs: the connect hangs until our timeout.
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.2)
+    app.config["RELAY_CONNECT_TIMEOUT"] = 0.5
+    catalog.set_upstream("deepseek", base_url=f"http://127.0.0.1:{port}")
+    try:
+        started = time.monotonic()
+        assert_error(post(client, api_key), 502, "upstream_unavailable", reason="Upstream Unreachable")
+        assert 0.4 < time.monotonic() - started < 3  # it waited for the connect timeout, no longer
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
