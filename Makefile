@@ -33,4 +33,5 @@ format:
 	$(VENV)/bin/ruff check --fix .
 
 bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) bench/relay_bench.py
