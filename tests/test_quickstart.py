@@ -49,3 +49,16 @@ def test_demo_upstream_answers_through_the_gateway(runner, demo_mode, live_serve
     response = post_stream(live_server.url, key, chat_body(content="ping"))
     message = response.json()["choices"][0]["message"]
     assert message["content"].startswith("[demo]") and "reasoning_content" not in message
+
+
+def test_the_printed_admin_login_works(runner, demo_mode, client):
+    from tests.admin.conftest import csrf_from
+
+    out = runner.invoke(args=["quickstart"]).output
+    password = re.search(r"admin@localhost / (\S+)", out).group(1)
+    page = client.get("/admin/login")
+    response = client.post(
+        "/admin/login", data={"email": "admin@localhost", "password": password, "csrf_token": csrf_from(page.text)}
+    )
+    assert response.status_code == 302 and "/admin" in response.headers["Location"]
+    assert client.get("/admin/").status_code == 200
