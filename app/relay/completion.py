@@ -8,8 +8,8 @@ import time
 import urllib3
 
 from app.relay import reasoning
-from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout
-from app.relay.stream import CLIENT_CLOSED, DONE, TIMEOUT, UPSTREAM_ERROR, RelayOptions, _upstream_message
+from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout, upstream_message
+from app.relay.stream import CLIENT_CLOSED, DONE, TIMEOUT, UPSTREAM_ERROR, RelayOptions
 from app.relay.upstream import UpstreamResponse
 from app.relay.usage import Usage, usage_from_dict
 from app.relay.watchdog import Watchdog
@@ -77,7 +77,8 @@ class JsonRelay:
         except ValueError as exc:
             raise UpstreamHTTPError(502, "The upstream sent an answer that is not JSON.") from exc
         if not isinstance(body, dict) or "error" in body:
-            message = _upstream_message(body.get("error") if isinstance(body, dict) else None)
+            error = body.get("error") if isinstance(body, dict) else None
+            message = upstream_message(error) or "The upstream reported an error instead of an answer."
             raise UpstreamHTTPError(502, message)
         self.usage = usage_from_dict(body.get("usage"))
         self.outcome = DONE

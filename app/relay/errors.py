@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class UpstreamError(Exception):
     """The upstream could not give a usable answer."""
@@ -23,3 +25,12 @@ class UpstreamHTTPError(UpstreamError):
         self.status = status
         self.message = message
         self.retry_after = retry_after
+
+
+def upstream_message(error: Any) -> str | None:
+    """The human message of an upstream `error` value: an OpenAI-shaped object or a bare string."""
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(error, str) and error:
+        return error
+    return None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.relay import reasoning, sse
+from app.relay.errors import upstream_message
 from app.relay.upstream import UpstreamResponse
 from app.relay.usage import Usage, usage_from_dict
 from app.relay.watchdog import Watchdog
@@ -220,7 +221,7 @@ class StreamRelay:
         if not isinstance(chunk, dict):
             return None
         if "error" in chunk:
-            message = _upstream_message(chunk["error"])
+            message = upstream_message(chunk["error"]) or "The upstream reported an error during the answer."
             return self._error_frame(message)
         usage = usage_from_dict(chunk.get("usage"))
         if usage is not None:
@@ -254,11 +255,3 @@ class StreamRelay:
             self.upstream.release()
         else:
             self.upstream.abort()
-
-
-def _upstream_message(error: Any) -> str:
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    if isinstance(error, str) and error:
-        return error
-    return "The upstream reported an error during the answer."

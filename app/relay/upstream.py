@@ -15,7 +15,7 @@ from typing import Any
 
 import urllib3
 
-from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout
+from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout, upstream_message
 
 _READ_SIZE = 65536
 
@@ -158,11 +158,8 @@ def error_message(raw: bytes) -> str:
         parsed = json.loads(raw)
     except ValueError:
         return raw[:200].decode("utf-8", "replace").strip()
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    if isinstance(error, str):
-        return error
-    if isinstance(parsed, dict) and parsed.get("message"):
-        return str(parsed["message"])
+    if isinstance(parsed, dict):
+        message = upstream_message(parsed.get("error")) or upstream_message(parsed)
+        if message:
+            return message
     return raw[:200].decode("utf-8", "replace").strip()
