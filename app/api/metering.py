@@ -145,24 +145,18 @@ def _too_many_requests(window: ratelimit.RateWindow) -> ApiError:
 # -- settlement -----------------------------------------------------------------------------------
 
 
-def release(reservation: Reservation, settlement: Settlement | None = None, status_code: int = 502) -> None:
+def release(reservation: Reservation, settlement: Settlement, status_code: int) -> None:
     """A request that produced nothing (the upstream refused or could not be reached): bill
-    nothing, free the hold, and record the failure when the settlement is known."""
-    if settlement is not None:
-        settle(
-            reservation,
-            settlement,
-            usage=Usage(),
-            outcome=UPSTREAM_ERROR,
-            output_events=0,
-            status_code=status_code,
-            first_output_at=None,
-        )
-        return
-    try:
-        quota.release(get_redis(), _prefix(), reservation.key_id, reservation.request_id, reservation.reserved)
-    except RedisError:
-        log.warning("could not free the hold of %s; it expires on its own", reservation.request_id)
+    nothing, free the hold, and record the failure."""
+    settle(
+        reservation,
+        settlement,
+        usage=Usage(),
+        outcome=UPSTREAM_ERROR,
+        output_events=0,
+        status_code=status_code,
+        first_output_at=None,
+    )
 
 
 def settle(

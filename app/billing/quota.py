@@ -272,12 +272,6 @@ def settle(redis: Any, prefix: str, key_id: int, request_id: str, held: int, bil
     return int(_SETTLE(redis, keys, [request_id, member, held, billed, record_json, DONE_MARKER_SECONDS]))
 
 
-def release(redis: Any, prefix: str, key_id: int, request_id: str, held: int) -> None:
-    """Free a hold without billing or recording anything."""
-    keys = [done_key(prefix, request_id), holds_key(prefix, key_id), acct_key(prefix, key_id), outbox_key(prefix)]
-    _SETTLE(redis, keys, [request_id, hold_member(request_id, held), held, 0, "", DONE_MARKER_SECONDS])
-
-
 @dataclass(frozen=True, slots=True)
 class LiveUsage:
     synced: int | None  # None: no live state (never used, or Redis lost it)

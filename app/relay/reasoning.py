@@ -44,11 +44,3 @@ def strip_message(body: dict[str, Any]) -> dict[str, Any]:
             for field in REASONING_FIELDS:
                 message.pop(field, None)
     return body
-
-
-def has_visible_output(chunk: dict[str, Any]) -> bool:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and (_visible(delta) or any(delta.get(f) for f in REASONING_FIELDS)):
-            return True
-    return False

@@ -119,7 +119,3 @@ def encode_event(data: bytes) -> bytes:
         lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
         return b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
     return b"data: " + data + b"\n\n"
-
-
-def encode_comment(text: str) -> bytes:
-    return b": " + text.encode() + b"\n\n"

@@ -107,14 +107,6 @@ def test_settle_moves_the_hold_into_pending_and_queues_the_record_once(redis):
     assert redis.hget(quota.outbox_key(P), "r1") == record.encode()
 
 
-def test_release_frees_the_hold_and_bills_nothing(redis):
-    held = admit(redis, "r1", ask()).admission.amount
-    quota.release(redis, P, 1, "r1", held)
-    assert state(redis)["held"] == 0
-    assert state(redis).get("pending", 0) == 0
-    assert redis.hlen(quota.outbox_key(P)) == 0
-
-
 def test_concurrency_cap_counts_requests_in_flight(redis):
     a = ask(max_running=2)
     first = admit(redis, "r1", a).admission
