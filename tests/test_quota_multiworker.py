@@ -9,6 +9,7 @@ import requests
 from app.billing import quota, reconcile
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
+from app.relay.bounds import prompt_token_bound
 from app.relay.usage import estimate_prompt_tokens
 from tests.api.helpers import chat_body, open_raw_stream
 from tests.conftest import wait_until
@@ -35,7 +36,7 @@ def live(redis, key_id):
 def test_a_small_key_hit_concurrently_by_two_workers_never_overspends(app, redis, make_key, fake, gunicorn_factory):
     server = gunicorn_factory(workers=2)
     body = chat_body(stream=True, max_tokens=20, fake={"tokens": 20, "delay": 0.02})
-    per_request = estimate_prompt_tokens(body) + 20  # what each request holds: its prompt and its max_tokens
+    per_request = prompt_token_bound(body) + 20  # what each request holds: its prompt's bound and its max_tokens
     row, key = make_key(4 * per_request + 15, rpm=1000)
     responses = post_many(server.url, key, [body] * 40)
     statuses = [r.status_code for r in responses]

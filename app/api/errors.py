@@ -84,17 +84,26 @@ def invalid_key(exc: InvalidKey, masked: str = "") -> ApiError:
 
 def quota_exceeded(exc: QuotaExceeded) -> ApiError:
     buy = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + "/topup"
-    message = (
-        f"You have used {exc.used:,} of your {exc.total:,} tokens, and this key has too few left for this request. "
-        f"Top up at {buy} to keep chatting."
+    message = f"This key has used {exc.used:,} of its {exc.total:,} tokens; {exc.remaining:,} remain"
+    if exc.held:
+        running = "request" if exc.running == 1 else "requests"
+        message += f", of which {exc.held:,} are held by {exc.running} {running} still running"
+    message += (
+        f". This request needs up to {exc.needed:,} (its prompt counted at one token per byte until the model "
+        "has counted it, and one answer token)."
     )
+    if exc.frees_up:
+        message += " Try again when the running requests have finished, or top up at " + buy + "."
+    else:
+        message += f" Top up at {buy} to keep chatting, or send a shorter conversation."
     return ApiError(
         402,
         message,
         type_="insufficient_quota",
         code="insufficient_quota",
-        reason="Token Quota Used Up",
-        headers={"x-should-retry": "false"},
+        reason="Tokens Held By Running Requests" if exc.frees_up else "Token Quota Used Up",
+        # The SDKs retry a 402 only when told to: worth it only when running requests free tokens.
+        headers={"x-should-retry": "true" if exc.frees_up else "false"},
     )
 
 

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, g, request
 
 from app.api import metering
 from app.api.auth import current_key
+from app.api.chat_request import ChatRequest, parse_chat_request
 from app.api.errors import ApiError, upstream_error
 from app.billing.keys import KeyInfo
 from app.billing.routes import RouteInfo
 from app.extensions import get_redis
-from app.relay.completion import ClientGone, JsonRelay
+from app.relay.completion import JsonRelay
 from app.relay.demo import DemoResponse, is_demo
-from app.relay.errors import UpstreamError
-from app.relay.stream import CLIENT_CLOSED, RelayOptions, StreamRelay
+from app.relay.errors import ClientGone, UpstreamError
+from app.relay.pending import open_watching_client
+from app.relay.stream import CLIENT_CLOSED, DONE, RelayOptions, StreamRelay
 from app.relay.upstream import UpstreamTarget, build_body, open_upstream
-from app.relay.usage import Usage
 from app.relay.watchdog import get_watchdog
 
 bp = Blueprint("api", __name__)
@@ -60,34 +60,36 @@ def retrieve_model(model_id: str) -> Response:
 def chat_completions() -> Response:
     key = current_key()
     with metering.rate_limit_first(key, g.request_id):  # a bad request over the limit still gets its 429
-        body = _parse_chat_body()
-        route = _resolve_route(key, body["model"])
-    reservation = metering.reserve(key, route, body, g.request_id)  # rate limit + quota: one Redis trip
-    stream = body.get("stream") is True
-    upstream_body = build_body(body, _target(route), stream=stream)
-    if reservation.max_tokens is not None:
-        upstream_body["max_tokens"] = reservation.max_tokens
-    settlement = metering.Settlement(
-        g.request_id,
-        key.id,
-        route.public_id,
-        route.upstream_model,
-        stream,
-        metering.multipliers_of(route),
-        time.monotonic(),
-    )
+        chat = parse_chat_request(request.get_data(cache=False))
+        route = _resolve_route(key, chat.model)
+    meter = metering.reserve(key, route, chat, g.request_id)  # rate limit + quota: one Redis trip
     try:
-        upstream = _open(route, upstream_body)
+        return _relay(key, route, chat, meter)
+    except BaseException:
+        meter.release(500)  # whatever failed, no hold outlives the request (a no-op once settled)
+        raise
+
+
+def _relay(key: KeyInfo, route: RouteInfo, chat: ChatRequest, meter: metering.Meter) -> Response:
+    upstream_body = build_body(chat.body, _target(route), stream=chat.stream)
+    upstream_body["max_tokens"] = meter.max_tokens  # whatever the client asked, never more than the balance pays
+    if "max_completion_tokens" in upstream_body:
+        upstream_body["max_completion_tokens"] = meter.max_tokens
+    client_fd = _client_fd()
+    try:
+        upstream = open_watching_client(_opener(route, upstream_body), client_fd, get_watchdog())
+    except ClientGone:
+        meter.settle(usage=None, outcome=CLIENT_CLOSED, delivered=0, status_code=499)
+        return Response(status=499)
     except UpstreamError as exc:
         error = upstream_error(exc)
-        metering.release(reservation, settlement, error.status)  # nothing produced: nothing billed
+        meter.release(error.status)  # nothing produced: nothing billed
         raise error from None
-    options = _relay_options(key, route, body)
-    if stream:
-        relay = StreamRelay(upstream, options, get_watchdog(), _client_fd())
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        return Response(_stream(app, relay, reservation, settlement), mimetype="text/event-stream", headers=SSE_HEADERS)
-    return _complete(JsonRelay(upstream, options, get_watchdog(), _client_fd()), reservation, settlement)
+    options = _relay_options(key, route, chat.body)
+    if chat.stream:
+        relay = StreamRelay(upstream, options, get_watchdog(), client_fd, budget=meter, on_end=meter.settle_stream)
+        return Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS)
+    return _complete(JsonRelay(upstream, options, get_watchdog(), client_fd), meter)
 
 
 @bp.route("/v1/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -122,35 +124,6 @@ def missing_v1() -> Response:
 
 
 # -- steps ----------------------------------------------------------------------------------------
-
-
-def _parse_chat_body() -> dict[str, Any]:
-    raw = request.get_data(cache=False)
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON.", reason="Invalid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", reason="Invalid Request")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise ApiError(
-            400,
-            "Missing 'model': set it to a model id such as deepseek-v4-flash.",
-            param="model",
-            reason="Missing Model",
-        )
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(
-            400,
-            "Missing 'messages': send a non-empty list of chat messages.",
-            param="messages",
-            reason="Missing Messages",
-        )
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise ApiError(400, "'stream' must be true or false.", param="stream", reason="Invalid Stream Flag")
-    return body
 
 
 def _routes() -> dict[str, RouteInfo]:
@@ -194,11 +167,13 @@ def _target(route: RouteInfo) -> UpstreamTarget:
     )
 
 
-def _open(route: RouteInfo, upstream_body: dict[str, Any]) -> Any:
+def _opener(route: RouteInfo, upstream_body: dict[str, Any]) -> Callable[[], Any]:
+    """The upstream call as a closure over plain values: it runs outside the request's context."""
     if is_demo(route.base_url, route.api_key):
-        return DemoResponse(upstream_body)
+        return lambda: DemoResponse(upstream_body)
     payload = json.dumps(upstream_body, ensure_ascii=False, separators=(",", ":")).encode()
-    return open_upstream(current_app.extensions["relay_pool"], _target(route), payload)
+    pool, target = current_app.extensions["relay_pool"], _target(route)
+    return lambda: open_upstream(pool, target, payload)
 
 
 def _relay_options(key: KeyInfo, route: RouteInfo, body: dict[str, Any]) -> RelayOptions:
@@ -224,54 +199,18 @@ def _client_fd() -> int | None:
         return None
 
 
-def _stream(
-    app: Flask, relay: StreamRelay, reservation: metering.Reservation, settlement: metering.Settlement
-) -> Iterator[bytes]:
-    """Runs after the view returned: it gets plain values only, and settles however the stream ends."""
-    try:
-        yield from relay
-    finally:
-        with app.app_context():
-            metering.settle(
-                reservation,
-                settlement,
-                usage=relay.usage,
-                outcome=relay.outcome,
-                output_events=relay.output_events,
-                status_code=200,
-                first_output_at=relay.first_output_at,
-            )
-
-
-def _complete(relay: JsonRelay, reservation: metering.Reservation, settlement: metering.Settlement) -> Response:
+def _complete(relay: JsonRelay, meter: metering.Meter) -> Response:
     try:
         payload = relay.run()
     except ClientGone:
-        _settle_json(relay, reservation, settlement, 499)
+        meter.settle(usage=None, outcome=CLIENT_CLOSED, delivered=0, status_code=499)
         return Response(status=499)
     except UpstreamError as exc:
         error = upstream_error(exc)
-        _settle_json(relay, reservation, settlement, error.status)
+        meter.settle(usage=None, outcome=relay.outcome, delivered=0, status_code=error.status)
         raise error from None
-    _settle_json(relay, reservation, settlement, 200)
+    meter.settle(usage=relay.usage, outcome=DONE, delivered=relay.output_estimate, status_code=200)
     return Response(payload, mimetype="application/json")
-
-
-def _settle_json(
-    relay: JsonRelay, reservation: metering.Reservation, settlement: metering.Settlement, status: int
-) -> None:
-    usage = relay.usage
-    if usage is None and relay.outcome == CLIENT_CLOSED:
-        usage = Usage(prompt_tokens=reservation.prompt_estimate)  # the upstream read the prompt before we hung up
-    metering.settle(
-        reservation,
-        settlement,
-        usage=usage,
-        outcome=relay.outcome,
-        output_events=0,
-        status_code=status,
-        first_output_at=None,
-    )
 
 
 def _model_object(route: RouteInfo) -> dict[str, Any]:

@@ -17,11 +17,25 @@ class InvalidKey(BillingError):
 
 
 class QuotaExceeded(BillingError):
-    def __init__(self, used: int, total: int, needed: int = 0) -> None:
-        super().__init__(f"used {used} of {total}")
+    """Billed tokens: `used` settled, `held` by `running` requests still running, `needed` at
+    most by the refused request (its prompt bound and one completion token)."""
+
+    def __init__(self, used: int, total: int, needed: int = 0, held: int = 0, running: int = 0) -> None:
+        super().__init__(f"used {used} and held {held} of {total}")
         self.used = used
         self.total = total
         self.needed = needed
+        self.held = held
+        self.running = running
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.used)
+
+    @property
+    def frees_up(self) -> bool:
+        """The request fits once the running requests have settled (they may use less than they hold)."""
+        return self.held > 0 and self.remaining >= self.needed
 
 
 class RateLimited(BillingError):

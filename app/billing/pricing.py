@@ -30,32 +30,36 @@ def billed_tokens(prompt_tokens: int, completion_tokens: int, multipliers: Multi
     return prompt_tokens * multipliers.prompt + completion_tokens * multipliers.completion
 
 
-def billable_usage(reported: tuple[int, int] | None, prompt_estimate: int, output_events: int) -> tuple[int, int]:
-    """(prompt, completion) tokens to bill.
+def billable_usage(reported: tuple[int, int] | None, prompt_estimate: int, delivered: int) -> tuple[int, int]:
+    """(prompt, completion) tokens to bill: the one rule for every way a request can end.
 
-    The upstream's own count when it sent one. Without it (a client that hung up, an upstream that
-    died mid-answer) the prompt estimate plus one token per streamed output event, and nothing at
-    all when nothing was produced."""
+    The upstream's own count when it sent one (the answer was finished). Without it (the client
+    hung up, the upstream failed, the answer was cut for quota) the client pays for what reached
+    it: nothing at all if no output did, else the prompt estimate plus the `delivered` output
+    tokens (one per streamed event that carried output, as DeepSeek streams a token an event; or
+    estimated from the text of a whole answer that came without a count)."""
     if reported is not None:
         return reported
-    if output_events <= 0:
+    if delivered <= 0:
         return 0, 0
-    return prompt_estimate, output_events
+    return prompt_estimate, delivered
 
 
-def admit(free: int, prompt_cost: int, completion_multiplier: int, wanted: int) -> Admission | None:
+def admit(free: int, prompt_cost: int, completion_multiplier: int, wanted: int, upfront: int = 0) -> Admission | None:
     """The reservation for one request against `free` billed tokens, or None when the balance
-    cannot pay for the prompt estimate and at least one completion token.
+    cannot pay for the prompt bound and at least one completion token.
 
-    The completion cap is what the client asked for (or the default allowance), lowered to what
-    the balance pays for; the reservation covers the prompt estimate and the whole cap, so the
-    key can overspend only by the amount the prompt estimate was short. quota.py's Lua script
-    computes the same thing atomically; tests/billing/test_quota.py checks they agree."""
+    The completion cap (the max_tokens sent upstream) is what the client asked for, or the default
+    allowance, lowered to what the balance pays for. The hold covers the prompt bound and
+    `upfront` completion tokens of the cap (0: all of it); a stream asks for the rest as its
+    answer grows. quota.py's Lua script computes the same thing atomically;
+    tests/billing/test_quota.py checks they agree."""
     multiplier = max(1, completion_multiplier)
     cap = min(wanted, (free - prompt_cost) // multiplier)
     if cap < 1:
         return None
-    return Admission(cap=cap, amount=prompt_cost + cap * multiplier)
+    held = min(cap, upfront) if upfront > 0 else cap
+    return Admission(cap=cap, amount=prompt_cost + held * multiplier)
 
 
 def legacy_dollars(tokens: int, tokens_per_dollar: int) -> float:

@@ -39,14 +39,33 @@ ADMITTED, RATE_LIMITED, TOO_MANY_RUNNING, NO_QUOTA, NOT_LOADED = 0, 1, 2, 3, 4
 DONE_MARKER_SECONDS = 3600
 _LOAD_ATTEMPTS = 3
 
+# Store what load() read from SQL: the quota only if no change was made since it was read (qver),
+# tokens_used only if it raises synced (a lower bound of SQL's tokens_used).
+_LOAD_FN = """
+local function load(acct, quota_key, quota, qver, used, cache_seconds)
+  if quota ~= '' and (redis.call('HGET', acct, 'qver') or '0') == qver then
+    if tonumber(cache_seconds) > 0 then
+      redis.call('SET', quota_key, quota, 'EX', cache_seconds)
+    else
+      redis.call('SET', quota_key, quota)
+    end
+  end
+  if used ~= '' then
+    local synced = redis.call('HGET', acct, 'synced')
+    if not synced or tonumber(used) > tonumber(synced) then redis.call('HSET', acct, 'synced', used) end
+  end
+end
+"""
+
 # KEYS: window, acct, quota, holds, live set
 # ARGV: 1 request id, 2 rpm, 3 window ms, 4 max concurrent (0 = no cap), 5 prompt cost,
 #       6 completion multiplier, 7 completion tokens wanted, 8 hold ms, 9 key id,
 #       10 quota read from SQL ('' = none), 11 qver it was read under, 12 used read from SQL ('' = none),
-#       13 quota cache seconds (0 = no expiry)
+#       13 quota cache seconds (0 = no expiry), 14 completion tokens to hold now (0 = all of the cap)
 _ADMIT = Script(
     NOW
     + INT
+    + _LOAD_FN
     + """
 local rid, rpm, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 """
@@ -65,17 +84,7 @@ if max_running > 0 then
   local running = redis.call('ZCARD', holds)
   if running >= max_running then return {2, running, count, 0, now, now} end
 end
-if ARGV[10] ~= '' and (redis.call('HGET', acct, 'qver') or '0') == ARGV[11] then
-  if tonumber(ARGV[13]) > 0 then
-    redis.call('SET', KEYS[3], ARGV[10], 'EX', ARGV[13])
-  else
-    redis.call('SET', KEYS[3], ARGV[10])
-  end
-end
-if ARGV[12] ~= '' then
-  local synced = redis.call('HGET', acct, 'synced')
-  if not synced or tonumber(ARGV[12]) > tonumber(synced) then redis.call('HSET', acct, 'synced', ARGV[12]) end
-end
+load(acct, KEYS[3], ARGV[10], ARGV[11], ARGV[12], ARGV[13])
 local quota = redis.call('GET', KEYS[3])
 local state = redis.call('HMGET', acct, 'synced', 'pending', 'held', 'qver')
 if not quota or not state[1] then return {4, state[4] or '0', count, 0, 0, now} end
@@ -87,8 +96,12 @@ local held = tonumber(state[3] or '0')
 local prompt_cost, multiplier = tonumber(ARGV[5]), tonumber(ARGV[6])
 local cap = math.floor((tonumber(quota) - used - held - prompt_cost) / multiplier)
 if cap > tonumber(ARGV[7]) then cap = tonumber(ARGV[7]) end
-if cap < 1 then return {3, int(used + held), quota, count, blocking, now, now} end
-local amount = prompt_cost + cap * multiplier
+if cap < 1 then
+  return {3, int(used), int(held), redis.call('ZCARD', holds), quota, count, blocking, now, now}
+end
+local upfront = cap
+if tonumber(ARGV[14]) > 0 and tonumber(ARGV[14]) < cap then upfront = tonumber(ARGV[14]) end
+local amount = prompt_cost + upfront * multiplier
 redis.call('ZADD', holds, now + tonumber(ARGV[8]), rid .. '|' .. int(amount))
 redis.call('HINCRBY', acct, 'held', int(amount))
 redis.call('HSET', acct, 'seen', now)
@@ -108,6 +121,43 @@ if ARGV[5] == '' then return 0 end
 redis.call('HINCRBY', KEYS[3], 'pending', ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
 return redis.call('HLEN', KEYS[4])
+"""
+)
+
+# KEYS: acct, quota, holds
+# ARGV: 1 request id, 2 amount held now, 3 billed tokens wanted on top, 4 fewest worth taking,
+#       5 hold ms, 6 quota read from SQL ('' = none), 7 qver it was read under, 8 used read from SQL,
+#       9 quota cache seconds
+# Returns the billed tokens added to the hold (0: the balance cannot cover the fewest), or -1
+# when the live state must be loaded from SQL first. A hold that expired meanwhile is taken again.
+_EXTEND = Script(
+    NOW
+    + INT
+    + _LOAD_FN
+    + """
+local acct, holds = KEYS[1], KEYS[3]
+load(acct, KEYS[2], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+local quota = redis.call('GET', KEYS[2])
+local state = redis.call('HMGET', acct, 'synced', 'pending', 'held', 'qver')
+if not quota or not state[1] then return {-1, state[4] or '0'} end
+local old = tonumber(ARGV[2])
+local member = ARGV[1] .. '|' .. ARGV[2]
+local present = redis.call('ZREM', holds, member)
+local free = tonumber(quota) - tonumber(state[1]) - tonumber(state[2] or '0') - tonumber(state[3] or '0')
+if present == 0 then free = free - old end
+local grant = tonumber(ARGV[3])
+if free < grant then grant = free end
+if grant < tonumber(ARGV[4]) then
+  if present == 1 then redis.call('ZADD', holds, now + tonumber(ARGV[5]), member) end
+  return {0, 0}
+end
+redis.call('ZADD', holds, now + tonumber(ARGV[5]), ARGV[1] .. '|' .. int(old + grant))
+if present == 1 then
+  redis.call('HINCRBY', acct, 'held', int(grant))
+else
+  redis.call('HINCRBY', acct, 'held', int(old + grant))
+end
+return {int(grant), 0}
 """
 )
 
@@ -131,6 +181,7 @@ class Ask:
     rpm: int  # 0 or less: no rate limit
     max_running: int  # 0: no concurrency cap
     hold_ms: int  # a hold left by a process that died is freed after this
+    upfront: int = 0  # completion tokens to hold at once (0: the whole cap); extend() adds the rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +189,10 @@ class Decision:
     status: int  # ADMITTED, RATE_LIMITED, TOO_MANY_RUNNING or NO_QUOTA
     window: ratelimit.RateWindow
     admission: Admission | None = None
-    used: int = 0  # NO_QUOTA: settled plus reserved billed tokens
+    used: int = 0  # NO_QUOTA: billed tokens settled
+    held: int = 0  # NO_QUOTA: billed tokens held by requests still running
     quota: int = 0  # NO_QUOTA: the key's quota
-    running: int = 0  # TOO_MANY_RUNNING: requests in flight
+    running: int = 0  # NO_QUOTA, TOO_MANY_RUNNING: requests in flight
 
 
 def quota_key(prefix: str, key_id: int) -> str:
@@ -237,6 +289,7 @@ def admit(
         "",
         "",
         cache_seconds,
+        ask.upfront,
     ]
     for _ in range(_LOAD_ATTEMPTS):
         reply = _ADMIT(redis, keys, args)
@@ -253,10 +306,38 @@ def _decision(rpm: int, reply: list[Any]) -> Decision:
     if status == ADMITTED:
         return Decision(status, window, admission=Admission(cap=int(reply[1]), amount=int(reply[2])))
     if status == NO_QUOTA:
-        return Decision(status, window, used=int(reply[1]), quota=int(reply[2]))
+        return Decision(
+            status, window, used=int(reply[1]), held=int(reply[2]), running=int(reply[3]), quota=int(reply[4])
+        )
     if status == TOO_MANY_RUNNING:
         return Decision(status, window, running=int(reply[1]))
     return Decision(status, window)
+
+
+def extend(
+    redis: Any,
+    prefix: str,
+    key_id: int,
+    request_id: str,
+    held: int,
+    wanted: int,
+    fewest: int,
+    hold_ms: int,
+    load: Callable[[], tuple[int, int]],
+    cache_seconds: int,
+) -> int:
+    """Add up to `wanted` billed tokens to a running request's hold of `held`, from what the key
+    has free; at least `fewest`, or nothing. Returns the tokens added. The hold's deadline moves
+    on too, so a long answer keeps its hold however long it runs."""
+    keys = [acct_key(prefix, key_id), quota_key(prefix, key_id), holds_key(prefix, key_id)]
+    args: list[Any] = [request_id, held, wanted, max(1, fewest), hold_ms, "", "", "", cache_seconds]
+    for _ in range(_LOAD_ATTEMPTS):
+        granted, qver = _EXTEND(redis, keys, args)
+        if int(granted) >= 0:
+            return int(granted)
+        quota, used = load()
+        args[5:8] = [quota, _text(qver), used]
+    raise RuntimeError(f"the live balance of key {key_id} kept changing while it was loaded")
 
 
 def settle(redis: Any, prefix: str, key_id: int, request_id: str, held: int, billed: int, record_json: str) -> int:

@@ -8,15 +8,11 @@ import time
 import urllib3
 
 from app.relay import reasoning
-from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout, upstream_message
+from app.relay.errors import ClientGone, UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout, upstream_message
 from app.relay.stream import CLIENT_CLOSED, DONE, TIMEOUT, UPSTREAM_ERROR, RelayOptions
 from app.relay.upstream import UpstreamResponse
-from app.relay.usage import Usage, usage_from_dict
+from app.relay.usage import Usage, estimate_text_tokens, usage_from_dict
 from app.relay.watchdog import Watchdog
-
-
-class ClientGone(Exception):
-    """The client hung up before the answer was ready; the upstream was closed."""
 
 
 class JsonRelay:
@@ -31,6 +27,7 @@ class JsonRelay:
         self.options = options
         self.client_fd = client_fd
         self.usage: Usage | None = None
+        self.output_estimate = 0  # completion tokens estimated from the answer, when it came without usage
         self.outcome = UPSTREAM_ERROR
         self.started_at = time.monotonic()
         self._watchdog = watchdog
@@ -81,6 +78,8 @@ class JsonRelay:
             message = upstream_message(error) or "The upstream reported an error instead of an answer."
             raise UpstreamHTTPError(502, message)
         self.usage = usage_from_dict(body.get("usage"))
+        if self.usage is None:
+            self.output_estimate = max(1, estimate_text_tokens(json.dumps(body.get("choices"), ensure_ascii=False)))
         self.outcome = DONE
         changed = False
         if self.options.strip_reasoning and b'"reasoning' in raw:

@@ -17,6 +17,10 @@ class UpstreamTimeout(UpstreamError):
     """Connected, but no first event, or no progress, within the configured time."""
 
 
+class ClientGone(Exception):
+    """The client hung up before the answer was ready; the upstream was closed."""
+
+
 class UpstreamHTTPError(UpstreamError):
     """The upstream answered with a non-2xx status."""
 

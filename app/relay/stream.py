@@ -4,6 +4,10 @@ Streams: a reader thread (a greenlet under gevent) pulls upstream bytes into a q
 generator takes from the queue, decodes SSE, strips reasoning, re-encodes and yields. The shared
 watchdog drops a tick into the queue when a keep-alive is due, and aborts the upstream on a missed
 deadline or a client that hung up, so no per-chunk timer is needed.
+
+No upstream is trusted to stop at max_tokens: every event's generated text is counted (an upper
+bound, relay.bounds) against a Budget, which is asked for more as the answer grows; when it can
+give no more, the stream ends with an `insufficient_quota` error event and the upstream is closed.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from app.relay import reasoning, sse
+from app.relay.bounds import output_token_bound
 from app.relay.errors import upstream_message
 from app.relay.upstream import UpstreamResponse
 from app.relay.usage import Usage, usage_from_dict
@@ -26,6 +31,10 @@ DONE = "done"
 CLIENT_CLOSED = "client_closed"
 UPSTREAM_ERROR = "upstream_error"
 TIMEOUT = "timeout"
+QUOTA = "quota"
+
+# Tokens an answer may hold beyond its text: the end-of-sentence and thinking markers.
+OUTPUT_MARGIN = 16
 
 _TICK = object()
 _EOF = object()
@@ -47,6 +56,22 @@ class RelayOptions:
     total_timeout: float = 900.0
 
 
+class Budget(Protocol):
+    """How many completion tokens the request may produce; `extend(produced)` asks for room for
+    at least `produced` and returns the new total, which is smaller when the key cannot pay."""
+
+    covered: int
+
+    def extend(self, produced: int) -> int: ...
+
+
+class Unlimited:
+    covered = 1 << 62
+
+    def extend(self, produced: int) -> int:
+        return self.covered
+
+
 def error_payload(message: str, code: str, type_: str = "upstream_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
@@ -64,8 +89,10 @@ class _Failure:
 
 class StreamRelay:
     """Iterate once to get client bytes. Afterwards (also after close()) `usage`, `outcome`,
-    `output_events` and `first_output_at` describe what happened. The upstream is always closed
-    when iteration ends, however it ends."""
+    `delivered_events` and `first_output_at` describe what happened. The upstream is always
+    closed when iteration ends, however it ends, and `on_end` is called exactly once: before the
+    last frame goes to the client (so the request is settled before the client can ask for its
+    balance), or when the stream is closed without that frame (a client that hung up)."""
 
     def __init__(
         self,
@@ -73,6 +100,9 @@ class StreamRelay:
         options: RelayOptions,
         watchdog: Watchdog,
         client_fd: int | None = None,
+        *,
+        budget: Budget | None = None,
+        on_end: Callable[[StreamRelay], None] | None = None,
     ) -> None:
         self.upstream = upstream
         self.options = options
@@ -80,7 +110,8 @@ class StreamRelay:
         self.usage: Usage | None = None
         self.outcome = CLIENT_CLOSED  # until proven otherwise: a generator closed early never says
         self.error_message = ""
-        self.output_events = 0
+        self.delivered_events = 0  # events that carried output the client can see
+        self.produced = OUTPUT_MARGIN  # completion tokens the upstream may have made, at most
         self.started_at = time.monotonic()
         self.first_output_at: float | None = None
         self._watchdog = watchdog
@@ -94,6 +125,10 @@ class StreamRelay:
         self._model_old = b'"model":"' + options.upstream_model.encode() + b'"'
         self._model_new = b'"model":"' + options.public_model.encode() + b'"'
         self._rewrite_model = options.upstream_model != options.public_model
+        self._budget = budget or Unlimited()
+        self._covered = self._budget.covered
+        self._end_callback = on_end
+        self._started = False
 
     # -- watchdog side -------------------------------------------------------------------------
     def on_tick(self, now: float) -> None:
@@ -133,6 +168,7 @@ class StreamRelay:
 
     # -- client side ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[bytes]:
+        self._started = True
         threading.Thread(target=self._read, name="relay-reader", daemon=True).start()
         self._watchdog.register(self)
         try:
@@ -144,6 +180,19 @@ class StreamRelay:
             self._watchdog.unregister(self)
             self._stopping = True
             self._finish_upstream()
+            self._ended()
+
+    def close(self) -> None:
+        """For a response that is dropped before its first byte (the server never iterated it)."""
+        if not self._started:
+            self._started = self._stopping = True
+            self.upstream.abort()
+            self._ended()
+
+    def _ended(self) -> None:
+        on_end, self._end_callback = self._end_callback, None
+        if on_end is not None:
+            on_end(self)
 
     def _pump(self) -> Iterator[bytes]:
         decoder = sse.StreamDecoder()
@@ -160,9 +209,11 @@ class StreamRelay:
                         self._last_sent = time.monotonic()
                         if self.first_output_at is None:
                             self.first_output_at = self._last_sent
-                        yield out
-                        if self.outcome == UPSTREAM_ERROR:
+                        if self.outcome in (UPSTREAM_ERROR, QUOTA):
+                            self._ended()
+                            yield out
                             return
+                        yield out
             elif item is _TICK:
                 self._tick_pending = False
                 if time.monotonic() - self._last_sent >= self.options.keepalive_interval:
@@ -191,27 +242,47 @@ class StreamRelay:
 
     def _end_ok(self) -> Iterator[bytes]:
         self.outcome = DONE
+        self._ended()
         yield _DONE_FRAME
 
     def _end_error(self, outcome: str, message: str, code: str = "upstream_unavailable") -> Iterator[bytes]:
         self.outcome = outcome
         self.error_message = message
+        self._ended()
         yield sse.encode_event(_dumps(error_payload(message, code)))
 
     def _on_event(self, data: bytes) -> bytes | None:
         if b'"finish_reason":"' in data:
             self._saw_finish = True
+        visible, thought = output_token_bound(data)
+        if visible or thought:
+            self.produced += visible + thought
+            if self.produced > self._covered and not self._room():
+                return self._quota_frame()
+            if visible or not self.options.strip_reasoning:
+                self.delivered_events += 1
         needs_parse = (
             (b'"usage"' in data and b'"usage":null' not in data)
             or (self.options.strip_reasoning and b'"reasoning' in data)
             or b'"error"' in data
         )
         if not needs_parse:
-            self.output_events += 1
             if self._rewrite_model:
                 data = data.replace(self._model_old, self._model_new, 1)
             return b"data: " + data + b"\n\n"
         return self._on_parsed_event(data)
+
+    def _room(self) -> bool:
+        self._covered = self._budget.extend(self.produced)
+        return self.produced <= self._covered
+
+    def _quota_frame(self) -> bytes:
+        # The event that did not fit is dropped: the client is not billed for what it never got.
+        self.outcome = QUOTA
+        self.error_message = "This key has no tokens left for the rest of this answer; the answer was cut short."
+        self._stopping = True
+        self.upstream.abort()
+        return sse.encode_event(_dumps(error_payload(self.error_message, "insufficient_quota", "insufficient_quota")))
 
     def _on_parsed_event(self, data: bytes) -> bytes | None:
         try:
@@ -226,9 +297,7 @@ class StreamRelay:
         usage = usage_from_dict(chunk.get("usage"))
         if usage is not None:
             self.usage = usage
-        if chunk.get("choices"):
-            self.output_events += 1
-        elif not self.options.include_usage:
+        if not chunk.get("choices") and not self.options.include_usage:
             return None
         if self.options.strip_reasoning and reasoning.strip_chunk(chunk) is None:
             return None

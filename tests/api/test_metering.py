@@ -11,6 +11,7 @@ import requests
 from app.billing import accounts, catalog, quota, reconcile
 from app.extensions import db
 from app.models import ApiKey, ModelRoute, UsageRecord
+from app.relay.bounds import prompt_token_bound
 from app.relay.usage import estimate_prompt_tokens
 from tests.api.helpers import chat_body, open_raw_stream, post_stream, read_sse
 from tests.conftest import wait_until
@@ -83,24 +84,25 @@ def test_multipliers_changed_by_an_admin_apply_to_the_next_request(app, client, 
 
 def test_max_tokens_is_capped_to_what_the_balance_can_pay_for(app, client, redis, make_key, fake):
     body = chat_body(fake={"tokens": 50})
-    estimate = estimate_prompt_tokens(body)
-    row, key = make_key(estimate + 20)
+    row, key = make_key(prompt_token_bound(body) + 20)
     assert post(client, key, body).status_code == 200
     assert fake.requests[-1].body["max_tokens"] == 20
     assert live_used(redis, row.id) == prompt_tokens_of(body) + 20 <= row.tokens_quota
 
 
-def test_a_client_max_tokens_within_the_balance_is_left_alone(app, client, make_key, fake):
+def test_max_tokens_is_always_sent_and_a_client_value_within_the_balance_stands(app, client, make_key, fake):
     _, key = make_key(1_000_000)
     post(client, key, chat_body())
-    assert "max_tokens" not in fake.requests[-1].body
+    assert fake.requests[-1].body["max_tokens"] == app.config["QUOTA_COMPLETION_ALLOWANCE"]
     post(client, key, chat_body(max_tokens=77))
     assert fake.requests[-1].body["max_tokens"] == 77
+    post(client, key, chat_body(max_completion_tokens=66, max_tokens=900))
+    assert (fake.requests[-1].body["max_tokens"], fake.requests[-1].body["max_completion_tokens"]) == (66, 66)
 
 
 def test_out_of_tokens_is_402_insufficient_quota(app, client, redis, make_key, fake):
     body = chat_body(fake={"tokens": 5})
-    _, key = make_key(prompt_tokens_of(body) + 5 + 3)
+    _, key = make_key(prompt_token_bound(body) + 3)
     assert post(client, key, body).status_code == 200
     response = post(client, key, body)
     assert response.status_code == 402

@@ -7,19 +7,23 @@ import json
 from app.billing import balances, ledger, quota, reconcile
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
+from app.relay.bounds import prompt_token_bound
 from tests.fake_deepseek import prompt_tokens_of
 
 P = "rg"
 
 
-def chat(client, key, content="Hello there", tokens=5, **extra):
-    body = {
+def chat_request(content="Hello there", tokens=5, **extra):
+    return {
         "model": "deepseek-v4-flash",
         "messages": [{"role": "user", "content": content}],
         "fake": {"tokens": tokens},
-    }
-    response = client.post("/v1/chat/completions", json=body | extra, headers={"Authorization": f"Bearer {key}"})
-    return response
+    } | extra
+
+
+def chat(client, key, content="Hello there", tokens=5, **extra):
+    body = chat_request(content, tokens, **extra)
+    return client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
 
 
 def billed(content="Hello there", tokens=5):
@@ -70,19 +74,20 @@ def test_a_worker_killed_after_its_commit_leaves_nothing_counted_twice(app, clie
 
 
 def test_balances_are_rebuilt_from_sql_after_redis_loses_its_data(app, client, redis, make_key, fake):
-    row, key = make_key(3 * billed() + 20)
+    fourth = chat_request(max_tokens=1000)
+    row, key = make_key(3 * billed() + prompt_token_bound(fourth) + 9)
     for _ in range(3):
         assert chat(client, key).status_code == 200
     reconcile.drain(redis, P, batch_size=500)
     redis.flushdb()
-    # No free tokens: 20 are left (not the whole quota again), so after the prompt estimate of 11
-    # the answer may have 9 tokens.
+    # Not the whole quota again: what is left pays for the fourth prompt's bound and 9 tokens.
     assert chat(client, key, max_tokens=1000).status_code == 200
     assert fake.requests[-1].body["max_tokens"] == 9
     reconcile.drain(redis, P, batch_size=500)
     report = client.get("/api/key", headers={"Authorization": f"Bearer {key}"}).get_json()
     assert report["tokens_used"] == sql_used(row.id) == 4 * billed()
-    assert chat(client, key).status_code == 402
+    left = row.tokens_quota - 4 * billed()
+    assert chat(client, key, content="x" * left).status_code == 402
     assert len(records()) == 4
 
 

@@ -1,0 +1,86 @@
+"""Token counts no input can beat, for holding quota before the upstream has counted (pure).
+
+DeepSeek's tokenizer, like every byte-level BPE tokenizer, never makes a token of less than one
+byte of UTF-8 text, so the UTF-8 length of a text bounds its tokens from above whatever the text
+is. The bound is loose (English runs at about 3.5 bytes a token, Chinese at about 5), which is
+why it only sizes holds; bills come from the upstream's own count.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# The chat template's role markers and separators, per message and per request (DeepSeek V4
+# spends 2 to 4 tokens a message); generous, since the bound must hold for any template.
+PER_MESSAGE = 8
+PER_REQUEST = 16
+# Tool definitions are rendered into a system preamble whose own words are not in the request.
+TOOLS_PREAMBLE = 1024
+# An image or other media part is not text: its tokens depend on its pixels, not on its URL.
+PER_MEDIA_PART = 4096
+
+# Fields of a streamed delta that carry generated text. Values are matched in their escaped JSON
+# form, which is never shorter than the text's UTF-8 bytes (an escape is 2 or 6 bytes for 1 to 3).
+_VISIBLE = re.compile(rb'"(?:content|refusal|arguments|name)"\s*:\s*"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_REASONING = re.compile(rb'"(?:reasoning_content|reasoning)"\s*:\s*"((?:[^"\\]|\\.)*)"', re.DOTALL)
+
+
+class InvalidText(ValueError):
+    """A string that is not valid Unicode (a lone surrogate, e.g. an emoji cut in half)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} contains a lone UTF-16 surrogate")
+        self.path = path
+
+
+def utf8_length(text: str, path: str = "text") -> int:
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidText(path) from None
+
+
+def prompt_token_bound(body: dict[str, Any]) -> int:
+    """At most how many prompt tokens the upstream can count for this request body.
+
+    Every string anywhere in the body counts at one token per UTF-8 byte (field names and values
+    alike, so nothing a template might render is missed). Raises InvalidText for a string that
+    cannot be encoded, naming where it is; the walk is iterative, so no nesting depth breaks it."""
+    total = PER_REQUEST
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        total += PER_MESSAGE * len(messages)
+    if body.get("tools") or body.get("functions"):
+        total += TOOLS_PREAMBLE
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            total += utf8_length(value, path or "body")
+        elif isinstance(value, dict):
+            if _is_media_part(value):
+                total += PER_MEDIA_PART
+            for key, item in value.items():
+                total += utf8_length(str(key), path or "body")
+                stack.append((f"{path}.{key}" if path else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+        elif value is not None and not isinstance(value, bool):
+            total += len(str(value))  # numbers: their digits, should a template print them
+    return total
+
+
+def _is_media_part(part: dict[str, Any]) -> bool:
+    kind = part.get("type")
+    return isinstance(kind, str) and kind not in ("text", "function") and kind != ""
+
+
+def output_token_bound(data: bytes) -> tuple[int, int]:
+    """(visible, reasoning): at most how many tokens the generated text in one streamed event
+    holds, split into what a client sees (content, refusals, tool calls) and reasoning."""
+    visible = sum(len(m) for m in _VISIBLE.findall(data)) if b'"' in data else 0
+    reasoning = sum(len(m) for m in _REASONING.findall(data)) if b'"reasoning' in data else 0
+    return visible, reasoning
