@@ -18,6 +18,9 @@ answer. Options (all optional):
   no_usage                omit the usage chunk
   leading_blank_lines     non-stream: blank lines before the JSON (DeepSeek's queue keep-alive)
   error_event             stream: send an {"error": ...} event after the first token
+  prompt_tokens           report this many prompt tokens (what DeepSeek's tokenizer would count)
+  ignore_max_tokens       generate all `tokens` and `reasoning` whatever max_tokens says
+  linger_after_done       stream: seconds to keep the connection open after [DONE] (a slow proxy)
 """
 
 from __future__ import annotations
@@ -187,8 +190,8 @@ class FakeDeepSeek:
             "usage": None,
         }
 
-    def _usage(self, body: dict[str, Any], completion: int, reasoning: int) -> dict[str, Any]:
-        prompt = prompt_tokens_of(body)
+    def _usage(self, body: dict[str, Any], completion: int, reasoning: int, options: dict[str, Any]) -> dict[str, Any]:
+        prompt = int(options.get("prompt_tokens") or prompt_tokens_of(body))
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion + reasoning,
@@ -210,7 +213,7 @@ class FakeDeepSeek:
     def _stream_events(self, body: dict[str, Any], options: dict[str, Any]) -> Iterator[bytes]:
         end = b"\r\n" if options.get("crlf") else b"\n"
         model, cid = body.get("model", ""), str(uuid.uuid4())
-        tokens, reasoning = within_max_tokens(body, int(options.get("tokens", 5)), int(options.get("reasoning", 0)))
+        tokens, reasoning = self._lengths(body, options)
 
         def event(payload: Any) -> bytes:
             data = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
@@ -240,10 +243,17 @@ class FakeDeepSeek:
                 "model": model,
                 "system_fingerprint": "fp_fake",
                 "choices": [],
-                "usage": self._usage(body, tokens, reasoning),
+                "usage": self._usage(body, tokens, reasoning, options),
             }
             yield event(usage)
         yield event(b"[DONE]")
+        if options.get("linger_after_done"):
+            gevent.sleep(float(options["linger_after_done"]))
+
+    @staticmethod
+    def _lengths(body: dict[str, Any], options: dict[str, Any]) -> tuple[int, int]:
+        tokens, reasoning = int(options.get("tokens", 5)), int(options.get("reasoning", 0))
+        return (tokens, reasoning) if options.get("ignore_max_tokens") else within_max_tokens(body, tokens, reasoning)
 
     @staticmethod
     def _comments_forever(options: dict[str, Any], end: bytes) -> Iterator[bytes]:
@@ -265,7 +275,7 @@ class FakeDeepSeek:
             yield data
 
     def _complete(self, start_response: Any, seen: Seen, body: dict[str, Any], options: dict[str, Any]) -> list[bytes]:
-        tokens, reasoning = within_max_tokens(body, int(options.get("tokens", 5)), int(options.get("reasoning", 0)))
+        tokens, reasoning = self._lengths(body, options)
         if options.get("delay"):
             gevent.sleep(float(options["delay"]) * tokens)
         message = {"role": "assistant", "content": "".join(WORDS[i % len(WORDS)] for i in range(tokens))}
@@ -277,7 +287,7 @@ class FakeDeepSeek:
             "created": int(time.time()),
             "model": body.get("model", ""),
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
-            "usage": self._usage(body, tokens, reasoning),
+            "usage": self._usage(body, tokens, reasoning, options),
             "system_fingerprint": "fp_fake",
         }
         data = b"\n" * int(options.get("leading_blank_lines", 0)) + json.dumps(payload).encode()

@@ -202,7 +202,7 @@ class Meter:
         self.settle(
             usage=relay.usage,
             outcome=relay.outcome,
-            delivered=relay.delivered_events,
+            delivered=relay.delivered,
             status_code=200,
             first_output_at=relay.first_output_at,
         )

@@ -36,8 +36,8 @@ def billable_usage(reported: tuple[int, int] | None, prompt_estimate: int, deliv
     The upstream's own count when it sent one (the answer was finished). Without it (the client
     hung up, the upstream failed, the answer was cut for quota) the client pays for what reached
     it: nothing at all if no output did, else the prompt estimate plus the `delivered` output
-    tokens (one per streamed event that carried output, as DeepSeek streams a token an event; or
-    estimated from the text of a whole answer that came without a count)."""
+    tokens (counted from the stream's events, relay.bounds, or estimated from the text of a whole
+    answer that came without a count)."""
     if reported is not None:
         return reported
     if delivered <= 0:

@@ -1,9 +1,15 @@
-"""Token counts no input can beat, for holding quota before the upstream has counted (pure).
+"""Counting tokens before the upstream has counted them (pure).
 
+The prompt is the client's to write, so its count must be an upper bound no text can beat:
 DeepSeek's tokenizer, like every byte-level BPE tokenizer, never makes a token of less than one
-byte of UTF-8 text, so the UTF-8 length of a text bounds its tokens from above whatever the text
-is. The bound is loose (English runs at about 3.5 bytes a token, Chinese at about 5), which is
-why it only sizes holds; bills come from the upstream's own count.
+byte of UTF-8, so the UTF-8 length bounds the tokens whatever the text is. The bound is loose
+(English runs at about 3.5 bytes a token, Chinese at about 5), which is why it only sizes holds;
+bills come from the upstream's own count.
+
+The answer is the upstream's to write, and DeepSeek streams one token an event: an event counts
+as one token, and one more for every 4 bytes of text past the longest common token (an upstream
+that packs tokens together). What a request is billed never exceeds what it held, so a count that falls
+short can cost the operator, never the key's bound.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ PER_REQUEST = 16
 TOOLS_PREAMBLE = 1024
 # An image or other media part is not text: its tokens depend on its pixels, not on its URL.
 PER_MEDIA_PART = 4096
+ONE_TOKEN_BYTES = 16  # escaped text of one streamed token, generously: "        return" is one
+BYTES_PER_OUTPUT_TOKEN = 4
 
-# Fields of a streamed delta that carry generated text. Values are matched in their escaped JSON
-# form, which is never shorter than the text's UTF-8 bytes (an escape is 2 or 6 bytes for 1 to 3).
+# Fields of a streamed delta that carry generated text, matched in their escaped JSON form.
 _VISIBLE = re.compile(rb'"(?:content|refusal|arguments|name)"\s*:\s*"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _REASONING = re.compile(rb'"(?:reasoning_content|reasoning)"\s*:\s*"((?:[^"\\]|\\.)*)"', re.DOTALL)
 
@@ -78,9 +85,16 @@ def _is_media_part(part: dict[str, Any]) -> bool:
     return isinstance(kind, str) and kind not in ("text", "function") and kind != ""
 
 
-def output_token_bound(data: bytes) -> tuple[int, int]:
-    """(visible, reasoning): at most how many tokens the generated text in one streamed event
-    holds, split into what a client sees (content, refusals, tool calls) and reasoning."""
-    visible = sum(len(m) for m in _VISIBLE.findall(data)) if b'"' in data else 0
-    reasoning = sum(len(m) for m in _REASONING.findall(data)) if b'"reasoning' in data else 0
+def output_tokens(data: bytes) -> tuple[int, int]:
+    """(visible, reasoning) tokens in one streamed event: what a client sees (content, refusals,
+    tool calls) and reasoning. 0 for an event without generated text (a role or a usage chunk)."""
+    visible = _count(_VISIBLE.findall(data)) if b'"' in data else 0
+    reasoning = _count(_REASONING.findall(data)) if b'"reasoning' in data else 0
     return visible, reasoning
+
+
+def _count(texts: list[bytes]) -> int:
+    size = sum(len(text) for text in texts)
+    if not size:
+        return 0
+    return 1 + max(0, -(-(size - ONE_TOKEN_BYTES) // BYTES_PER_OUTPUT_TOKEN))

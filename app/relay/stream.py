@@ -5,9 +5,9 @@ generator takes from the queue, decodes SSE, strips reasoning, re-encodes and yi
 watchdog drops a tick into the queue when a keep-alive is due, and aborts the upstream on a missed
 deadline or a client that hung up, so no per-chunk timer is needed.
 
-No upstream is trusted to stop at max_tokens: every event's generated text is counted (an upper
-bound, relay.bounds) against a Budget, which is asked for more as the answer grows; when it can
-give no more, the stream ends with an `insufficient_quota` error event and the upstream is closed.
+No upstream is trusted to stop at max_tokens: every event's generated text is counted
+(relay.bounds) against a Budget, which is asked for more as the answer grows; when it can give no
+more, the stream ends with an `insufficient_quota` error event and the upstream is closed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.relay import reasoning, sse
-from app.relay.bounds import output_token_bound
+from app.relay.bounds import output_tokens
 from app.relay.errors import upstream_message
 from app.relay.upstream import UpstreamResponse
 from app.relay.usage import Usage, usage_from_dict
@@ -89,7 +89,7 @@ class _Failure:
 
 class StreamRelay:
     """Iterate once to get client bytes. Afterwards (also after close()) `usage`, `outcome`,
-    `delivered_events` and `first_output_at` describe what happened. The upstream is always
+    `delivered` and `first_output_at` describe what happened. The upstream is always
     closed when iteration ends, however it ends, and `on_end` is called exactly once: before the
     last frame goes to the client (so the request is settled before the client can ask for its
     balance), or when the stream is closed without that frame (a client that hung up)."""
@@ -110,8 +110,8 @@ class StreamRelay:
         self.usage: Usage | None = None
         self.outcome = CLIENT_CLOSED  # until proven otherwise: a generator closed early never says
         self.error_message = ""
-        self.delivered_events = 0  # events that carried output the client can see
-        self.produced = OUTPUT_MARGIN  # completion tokens the upstream may have made, at most
+        self.delivered = 0  # output tokens the client was sent (relay.bounds counts them)
+        self.produced = OUTPUT_MARGIN  # completion tokens the upstream has made, as counted here
         self.started_at = time.monotonic()
         self.first_output_at: float | None = None
         self._watchdog = watchdog
@@ -254,13 +254,12 @@ class StreamRelay:
     def _on_event(self, data: bytes) -> bytes | None:
         if b'"finish_reason":"' in data:
             self._saw_finish = True
-        visible, thought = output_token_bound(data)
+        visible, thought = output_tokens(data)
         if visible or thought:
             self.produced += visible + thought
             if self.produced > self._covered and not self._room():
                 return self._quota_frame()
-            if visible or not self.options.strip_reasoning:
-                self.delivered_events += 1
+            self.delivered += visible if self.options.strip_reasoning else visible + thought
         needs_parse = (
             (b'"usage"' in data and b'"usage":null' not in data)
             or (self.options.strip_reasoning and b'"reasoning' in data)
