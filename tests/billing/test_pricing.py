@@ -27,7 +27,7 @@ def test_billed_tokens_are_usage_times_integer_multipliers(prompt, completion, m
     [
         ((12, 40), 30, 3, (12, 40)),  # the upstream's count wins, whatever we saw
         ((12, 0), 30, 0, (12, 0)),
-        (None, 30, 0, (0, 0)),  # nothing produced (failed before output): nothing billed
+        (None, 30, 0, (0, 0)),  # nothing reached the client (failed, hung up, cut before output): nothing
         (None, 30, 7, (30, 7)),  # hung up mid-stream: prompt estimate plus the tokens received
     ],
 )
@@ -51,6 +51,19 @@ def test_billable_usage_prefers_the_upstream_count(reported, estimate, events, b
 )
 def test_admission_caps_completion_to_the_balance(free, prompt_cost, multiplier, wanted, expected):
     assert admit(free, prompt_cost, multiplier, wanted) == expected
+
+
+@pytest.mark.parametrize(
+    ("free", "prompt_cost", "multiplier", "wanted", "upfront", "expected"),
+    [
+        (100_000, 10, 1, 32_768, 2048, Admission(cap=32_768, amount=2058)),  # a stream: the cap, a step held
+        (100_000, 10, 2, 32_768, 2048, Admission(cap=32_768, amount=4106)),
+        (1000, 10, 1, 32_768, 2048, Admission(cap=990, amount=1000)),  # the step is more than the cap
+        (1000, 10, 1, 20, 2048, Admission(cap=20, amount=30)),
+    ],
+)
+def test_a_stream_holds_one_step_of_its_cap(free, prompt_cost, multiplier, wanted, upfront, expected):
+    assert admit(free, prompt_cost, multiplier, wanted, upfront) == expected
 
 
 @pytest.mark.parametrize(

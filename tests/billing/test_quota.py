@@ -12,8 +12,8 @@ from app.billing import pricing, quota
 P = "t"
 
 
-def ask(prompt_cost=10, multiplier=1, wanted=100, rpm=0, max_running=0, hold_ms=60_000):
-    return quota.Ask(prompt_cost, multiplier, wanted, rpm, max_running, hold_ms)
+def ask(prompt_cost=10, multiplier=1, wanted=100, rpm=0, max_running=0, hold_ms=60_000, upfront=0):
+    return quota.Ask(prompt_cost, multiplier, wanted, rpm, max_running, hold_ms, upfront)
 
 
 def loader(totals, calls=None):
@@ -35,26 +35,30 @@ def state(redis, key_id=1):
 
 
 @pytest.mark.parametrize(
-    ("quota_", "used", "held", "prompt_cost", "multiplier", "wanted"),
+    ("quota_", "used", "held", "prompt_cost", "multiplier", "wanted", "upfront"),
     [
-        (1000, 0, 0, 10, 1, 100),
-        (1000, 0, 0, 10, 1, 5000),
-        (1000, 400, 300, 10, 2, 5000),
-        (1000, 980, 0, 10, 1, 5000),
-        (1000, 989, 0, 10, 1, 5000),
-        (1000, 990, 0, 10, 1, 5000),
-        (1000, 1200, 0, 3, 1, 10),
-        (10**15, 10**14, 0, 7, 3, 10**13),  # past Lua's exponent printing: still exact integers
+        (1000, 0, 0, 10, 1, 100, 0),
+        (1000, 0, 0, 10, 1, 5000, 0),
+        (1000, 400, 300, 10, 2, 5000, 0),
+        (1000, 980, 0, 10, 1, 5000, 0),
+        (1000, 989, 0, 10, 1, 5000, 0),
+        (1000, 990, 0, 10, 1, 5000, 0),
+        (1000, 1200, 0, 3, 1, 10, 0),
+        (1000, 0, 0, 10, 1, 5000, 64),  # a stream holds its first step of the cap
+        (1000, 0, 0, 10, 3, 5000, 64),
+        (1000, 900, 0, 10, 1, 5000, 200),  # a step larger than the cap holds the cap
+        (10**15, 10**14, 0, 7, 3, 10**13, 0),  # past Lua's exponent printing: still exact integers
     ],
 )
-def test_script_admits_exactly_as_the_pure_rule(redis, quota_, used, held, prompt_cost, multiplier, wanted):
+def test_script_admits_exactly_as_the_pure_rule(redis, quota_, used, held, prompt_cost, multiplier, wanted, upfront):
     if held:  # another request in flight holds exactly `held`
         assert admit(redis, "holder", ask(prompt_cost=held - 1, wanted=1), (quota_, used)).admission.amount == held
-    decision = admit(redis, "r", ask(prompt_cost, multiplier, wanted), (quota_, used))
-    expected = pricing.admit(quota_ - used - held, prompt_cost, multiplier, wanted)
+    decision = admit(redis, "r", ask(prompt_cost, multiplier, wanted, upfront=upfront), (quota_, used))
+    expected = pricing.admit(quota_ - used - held, prompt_cost, multiplier, wanted, upfront)
     if expected is None:
         assert decision.status == quota.NO_QUOTA
-        assert (decision.used, decision.quota) == (used + held, quota_)
+        assert (decision.used, decision.held, decision.quota) == (used, held, quota_)
+        assert decision.running == (1 if held else 0)
     else:
         assert decision.status == quota.ADMITTED
         assert decision.admission == expected
@@ -145,3 +149,63 @@ def test_settle_after_redis_lost_its_data_still_bills(redis):
     assert state(redis) == {"pending": 40}  # no hold to free; the usage is still owed
     decision = admit(redis, "r2", ask(wanted=10_000), (1000, 300))
     assert decision.admission.amount == 1000 - 300 - 40
+
+
+def extend(redis, request_id, held, wanted, fewest, totals=(1000, 0), hold_ms=60_000):
+    return quota.extend(redis, P, 1, request_id, held, wanted, fewest, hold_ms, loader(totals), 0)
+
+
+def test_extend_grows_a_hold_from_what_is_free(redis):
+    held = admit(redis, "r1", ask(prompt_cost=10, wanted=900, upfront=40)).admission.amount
+    assert held == 50
+    assert extend(redis, "r1", held, 100, 20) == 100
+    assert state(redis)["held"] == 150
+    assert redis.zrange(quota.holds_key(P, 1), 0, -1) == [b"r1|150"]
+    record = json.dumps({"request_id": "r1"})
+    assert quota.settle(redis, P, 1, "r1", 150, 120, record) == 1  # settles the grown hold
+    assert state(redis)["held"] == 0
+
+
+@pytest.mark.parametrize(
+    ("free_after_others", "wanted", "fewest", "granted"),
+    [
+        (500, 100, 20, 100),  # plenty
+        (60, 100, 20, 60),  # less than asked, more than needed: take what there is
+        (19, 100, 20, 0),  # not even what is needed: nothing, the stream must stop
+        (0, 100, 1, 0),
+    ],
+)
+def test_extend_takes_at_most_what_is_free_and_at_least_what_is_needed(
+    redis, free_after_others, wanted, fewest, granted
+):
+    held = admit(redis, "r1", ask(prompt_cost=10, wanted=900, upfront=40)).admission.amount
+    other = 1000 - held - free_after_others
+    admit(redis, "other", ask(prompt_cost=other - 1, wanted=1))
+    assert extend(redis, "r1", held, wanted, fewest) == granted
+    assert state(redis)["held"] == 1000 - free_after_others + granted
+    assert redis.zscore(quota.holds_key(P, 1), f"r1|{held + granted}") is not None
+
+
+def test_extensions_racing_for_the_last_tokens_never_hold_more_than_the_quota(redis):
+    holds = {
+        f"r{i}": admit(redis, f"r{i}", ask(prompt_cost=10, wanted=900, upfront=40)).admission.amount for i in range(5)
+    }
+    assert sum(holds.values()) == 250
+    for _ in range(20):
+        for rid in holds:
+            holds[rid] += extend(redis, rid, holds[rid], 30, 1)
+    assert sum(holds.values()) == state(redis)["held"] == 1000
+
+
+def test_extend_retakes_a_hold_that_expired_and_loads_a_lost_state(redis):
+    held = admit(redis, "r1", ask(prompt_cost=10, wanted=900, upfront=40, hold_ms=30)).admission.amount
+    time.sleep(0.05)
+    admit(redis, "r2", ask(prompt_cost=10, wanted=1))  # sweeps the expired hold
+    assert state(redis)["held"] == 11
+    assert extend(redis, "r1", held, 100, 20) == 100
+    assert state(redis)["held"] == 11 + held + 100
+    redis.flushdb()
+    calls = []
+    assert quota.extend(redis, P, 1, "r1", held + 100, 100, 20, 60_000, loader((1000, 300), calls), 0) == 100
+    assert calls == [1]
+    assert state(redis)["held"] == held + 200
