@@ -14,6 +14,7 @@ from app.api.auth import current_key
 from app.api.chat_request import ChatRequest, parse_chat_request
 from app.api.errors import ApiError, upstream_error
 from app.billing.keys import KeyInfo
+from app.billing.metering import Meter
 from app.billing.routes import RouteInfo
 from app.extensions import get_redis
 from app.relay.completion import JsonRelay
@@ -70,7 +71,7 @@ def chat_completions() -> Response:
         raise
 
 
-def _relay(key: KeyInfo, route: RouteInfo, chat: ChatRequest, meter: metering.Meter) -> Response:
+def _relay(key: KeyInfo, route: RouteInfo, chat: ChatRequest, meter: Meter) -> Response:
     upstream_body = build_body(chat.body, _target(route), stream=chat.stream)
     upstream_body["max_tokens"] = meter.max_tokens  # whatever the client asked, never more than the balance pays
     if "max_completion_tokens" in upstream_body:
@@ -199,7 +200,7 @@ def _client_fd() -> int | None:
         return None
 
 
-def _complete(relay: JsonRelay, meter: metering.Meter) -> Response:
+def _complete(relay: JsonRelay, meter: Meter) -> Response:
     try:
         payload = relay.run()
     except ClientGone:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BillingError(Exception):
     pass
@@ -20,8 +22,11 @@ class QuotaExceeded(BillingError):
     """Billed tokens: `used` settled, `held` by `running` requests still running, `needed` at
     most by the refused request (its prompt bound and one completion token)."""
 
-    def __init__(self, used: int, total: int, needed: int = 0, held: int = 0, running: int = 0) -> None:
+    def __init__(
+        self, used: int, total: int, needed: int = 0, held: int = 0, running: int = 0, *, window: Any = None
+    ) -> None:
         super().__init__(f"used {used} and held {held} of {total}")
+        self.window = window  # ratelimit.RateWindow: the refused request still counted
         self.used = used
         self.total = total
         self.needed = needed
@@ -39,8 +44,9 @@ class QuotaExceeded(BillingError):
 
 
 class RateLimited(BillingError):
-    def __init__(self, limit: int, retry_after: int, kind: str = "requests") -> None:
+    def __init__(self, limit: int, retry_after: int, kind: str = "requests", *, window: Any = None) -> None:
         super().__init__(f"{kind} limit {limit}")
+        self.window = window  # ratelimit.RateWindow
         self.limit = limit
         self.retry_after = retry_after
         self.kind = kind

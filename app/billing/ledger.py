@@ -8,9 +8,10 @@ nothing.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,22 +20,37 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
 
-FIELDS = (
-    "request_id",
-    "api_key_id",
-    "model",
-    "upstream_model",
-    "stream",
-    "prompt_tokens",
-    "completion_tokens",
-    "reasoning_tokens",
-    "cached_tokens",
-    "billed_tokens",
-    "outcome",
-    "status_code",
-    "latency_ms",
-    "ttft_ms",
-)
+
+@dataclass(frozen=True, slots=True)
+class UsageEntry:
+    """One request's usage record: what metering settles, the Redis outbox carries as JSON, the
+    usage_records table keeps and the admin's CSV exports."""
+
+    request_id: str
+    api_key_id: int
+    model: str
+    upstream_model: str
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    cached_tokens: int
+    billed_tokens: int
+    outcome: str
+    status_code: int
+    latency_ms: int
+    ttft_ms: int | None
+    created_at: float  # Unix time
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+# The columns of usage_records that come from an entry as they are (created_at is converted).
+FIELDS = tuple(f.name for f in fields(UsageEntry) if f.name != "created_at")
 _ATTEMPTS = 3
 
 

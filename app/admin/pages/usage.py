@@ -14,27 +14,13 @@ from flask_babel import gettext as _
 from app.admin import audit, listings
 from app.admin.blueprint import bp
 from app.admin.forms import OUTCOMES, UsageFilterForm
+from app.billing import ledger
 from app.extensions import db
 from app.models import ApiKey, UsageRecord, utcnow
 
-CSV_COLUMNS = (
-    "created_at",
-    "request_id",
-    "key_id",
-    "key_prefix",
-    "model",
-    "upstream_model",
-    "stream",
-    "prompt_tokens",
-    "completion_tokens",
-    "reasoning_tokens",
-    "cached_tokens",
-    "billed_tokens",
-    "outcome",
-    "status_code",
-    "latency_ms",
-    "ttft_ms",
-)
+# The usage entry's own fields after who and when; the CSV header names them as before.
+RECORD_COLUMNS = tuple(f for f in ledger.FIELDS if f not in ("request_id", "api_key_id"))
+CSV_COLUMNS = ("created_at", "request_id", "key_id", "key_prefix", *RECORD_COLUMNS)
 
 
 def _filters() -> tuple[UsageFilterForm, listings.UsageFilters, str]:
@@ -110,7 +96,7 @@ def _csv_rows(filters: listings.UsageFilters) -> Iterator[str]:
                     prefix,
                 )
             ]
-            + [_cell(getattr(record, column)) for column in CSV_COLUMNS[4:]]
+            + [_cell(getattr(record, column)) for column in RECORD_COLUMNS]
         )
         if count % 500 == 0:
             yield buffer.getvalue()
