@@ -83,6 +83,8 @@ class Config:
     QUOTA_COMPLETION_ALLOWANCE = _env_int("QUOTA_COMPLETION_ALLOWANCE", 32768)  # max_tokens when the client sends none
     # Completion tokens a stream holds at first, and adds each time its answer outgrows its hold.
     QUOTA_HOLD_STEP = _env_int("QUOTA_HOLD_STEP", 2048)
+    # A prompt the byte bound cannot fit is counted with DeepSeek's tokenizer up to this size.
+    TOKENIZE_MAX_BYTES = _env_int("TOKENIZE_MAX_BYTES", 256 * 1024)
     QUOTA_HOLD_SECONDS = _env_int("QUOTA_HOLD_SECONDS", 3600)  # a dead process's reservation is freed after this
     LIVE_STATE_TTL = _env_int("LIVE_STATE_TTL", 0)  # cached quota, seconds; 0 = 3 embedded, 1 day with Redis
     USAGE_DRAIN_BATCH = _env_int("USAGE_DRAIN_BATCH", 500)  # usage records per SQL transaction

@@ -9,6 +9,7 @@ SQL through the worker, which this process wakes at most every USAGE_DRAIN_KICK_
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from flask import Flask, current_app, has_app_context
 from redis.exceptions import RedisError
 
 from app import jobs
-from app.billing import balances, ledger, pricing, quota, ratelimit
+from app.billing import balances, ledger, pricing, quota, ratelimit, tokenizer
 from app.billing.errors import QuotaExceeded, RateLimited
 from app.billing.keys import KeyInfo
 from app.billing.ledger import UsageEntry
@@ -71,7 +72,8 @@ def rpm_of(key: KeyInfo) -> int:
 def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
     """Admit the request or raise RateLimited / QuotaExceeded (both carry the rate window).
 
-    The hold covers the prompt at its upper bound and, for a stream, a first step of the answer
+    The hold covers the prompt at its upper bound (the byte bound, or DeepSeek's tokenizer's count
+    when the byte bound does not fit) and, for a stream, a first step of the answer
     (QUOTA_HOLD_STEP tokens); the stream asks for more as the answer grows (Meter.extend). A
     non-stream answer cannot be counted as it comes, so it holds its whole max_tokens at once.
     The max_tokens sent upstream is the client's (or QUOTA_COMPLETION_ALLOWANCE), lowered to what
@@ -87,26 +89,32 @@ def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
         hold_ms=_hold_ms(),
         upfront=config["QUOTA_HOLD_STEP"] if demand.stream else 0,
     )
-    decision = quota.admit(
-        get_redis(),
-        _prefix(),
-        key.id,
-        settlement.request_id,
-        ask,
-        lambda: balances.sql_totals(key.id),
-        _cache_seconds(),
-    )
+    decision = _admit(key, settlement.request_id, ask)
+    prompt_bound = demand.prompt_bound
+    if decision.status == quota.NO_QUOTA:
+        # The byte bound is loose: before refusing, count the prompt as DeepSeek would.
+        counted = tokenizer.prompt_token_bound(demand.body, config["TOKENIZE_MAX_BYTES"])
+        if counted is not None and counted < prompt_bound:
+            prompt_bound = counted
+            ask = dataclasses.replace(ask, prompt_cost=counted * multipliers.prompt)
+            decision = _admit(key, settlement.request_id, ask)
     admission = _admitted(decision, ask)
     meter = Meter(
         current_app._get_current_object(),  # type: ignore[attr-defined]
         settlement,
-        demand,
+        dataclasses.replace(demand, prompt_bound=prompt_bound),
         prompt_cost=ask.prompt_cost,
         max_tokens=admission.cap,
         held=admission.amount,
     )
     meter.window = decision.window
     return meter
+
+
+def _admit(key: KeyInfo, request_id: str, ask: quota.Ask) -> quota.Decision:
+    return quota.admit(
+        get_redis(), _prefix(), key.id, request_id, ask, lambda: balances.sql_totals(key.id), _cache_seconds()
+    )
 
 
 def _admitted(decision: quota.Decision, ask: quota.Ask) -> pricing.Admission:

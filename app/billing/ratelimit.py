@@ -23,13 +23,14 @@ WINDOW_MS = 60_000
 
 # Lua fragment. Expects KEYS[1] = the window, locals `now` (ms), `rid`, `rpm`, `window`.
 # Leaves `count`; returns {1, count, blocking, newest, now} when the window is full, where
-# `blocking` is the arrival of the request whose leaving frees the next slot.
+# `blocking` is the arrival of the request whose leaving frees the next slot. A request already in
+# the window (admission asked again, with a tighter prompt count) is not counted twice.
 WINDOW_CHECK = """
 local count = 0
 if rpm > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
   count = redis.call('ZCARD', KEYS[1])
-  if count >= rpm then
+  if count >= rpm and not redis.call('ZSCORE', KEYS[1], rid) then
     local blocking = redis.call('ZRANGE', KEYS[1], count - rpm, count - rpm, 'WITHSCORES')[2]
     local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
     return {1, count, tonumber(blocking), tonumber(newest), now}
@@ -41,9 +42,8 @@ end
 WINDOW_RECORD = """
 local blocking = 0
 if rpm > 0 then
-  redis.call('ZADD', KEYS[1], now, rid)
+  if redis.call('ZADD', KEYS[1], 'NX', now, rid) == 1 then count = count + 1 end
   redis.call('PEXPIRE', KEYS[1], window)
-  count = count + 1
   if count >= rpm then
     blocking = tonumber(redis.call('ZRANGE', KEYS[1], count - rpm, count - rpm, 'WITHSCORES')[2])
   end

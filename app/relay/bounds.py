@@ -15,6 +15,7 @@ short can cost the operator, never the key's bound.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 # The chat template's role markers and separators, per message and per request (DeepSeek V4
@@ -50,26 +51,20 @@ def utf8_length(text: str, path: str = "text") -> int:
         raise InvalidText(path) from None
 
 
-def prompt_token_bound(body: dict[str, Any]) -> int:
+def prompt_token_bound(body: Mapping[str, Any]) -> int:
     """At most how many prompt tokens the upstream can count for this request body.
 
     Every string anywhere in the body counts at one token per UTF-8 byte (field names and values
-    alike, so nothing a template might render is missed). Raises InvalidText for a string that
-    cannot be encoded, naming where it is; the walk is iterative, so no nesting depth breaks it."""
-    total = PER_REQUEST
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        total += PER_MESSAGE * len(messages)
-    if body.get("tools") or body.get("functions"):
-        total += TOOLS_PREAMBLE
+    alike, so nothing a template might render is missed), plus overhead(). Raises InvalidText for
+    a string that cannot be encoded, naming where it is; the walk is iterative, so no nesting
+    depth breaks it."""
+    total = overhead(body)
     stack: list[tuple[str, Any]] = [("", body)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, str):
             total += utf8_length(value, path or "body")
-        elif isinstance(value, dict):
-            if _is_media_part(value):
-                total += PER_MEDIA_PART
+        elif isinstance(value, Mapping):
             for key, item in value.items():
                 total += utf8_length(str(key), path or "body")
                 stack.append((f"{path}.{key}" if path else str(key), item))
@@ -80,7 +75,24 @@ def prompt_token_bound(body: dict[str, Any]) -> int:
     return total
 
 
-def _is_media_part(part: dict[str, Any]) -> bool:
+def overhead(body: Mapping[str, Any]) -> int:
+    """Tokens the request costs beyond its text: the chat template, tools, images."""
+    total = PER_REQUEST
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        total += PER_MESSAGE * len(messages)
+        for message in messages:
+            content = message.get("content") if isinstance(message, Mapping) else None
+            if isinstance(content, list):
+                total += PER_MEDIA_PART * sum(
+                    1 for part in content if isinstance(part, Mapping) and _is_media_part(part)
+                )
+    if body.get("tools") or body.get("functions"):
+        total += TOOLS_PREAMBLE
+    return total
+
+
+def _is_media_part(part: Mapping[str, Any]) -> bool:
     kind = part.get("type")
     return isinstance(kind, str) and kind not in ("text", "function") and kind != ""
 

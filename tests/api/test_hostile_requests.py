@@ -7,11 +7,12 @@ import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
 
-from app.billing import quota, reconcile
+from app.billing import quota, reconcile, tokenizer
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
 from app.relay.bounds import prompt_token_bound
@@ -138,6 +139,21 @@ def test_concurrent_prompts_of_one_letter_words_cannot_overspend_a_key(app, redi
     assert settled(redis, row.id) == 15_001 <= row.tokens_quota
 
 
+def test_the_last_tokens_of_a_key_still_pay_for_a_long_conversation(client, redis, make_key, fake):
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()[:20_000]
+    body = chat_body(content=text, fake={"tokens": 5, "prompt_tokens": 1000})
+    counted = tokenizer.prompt_token_bound(body, 10**7)
+    assert counted * 3 < prompt_token_bound(body)  # bytes alone would need three times as much
+    body["fake"]["prompt_tokens"] = counted - 20  # what DeepSeek counts, a little under our bound (same digits)
+    row, key = make_key(counted + 5)
+    response = client.post("/v1/chat/completions", json=body, headers=auth(key))
+    assert response.status_code == 200, response.get_json()
+    assert fake.requests[-1].body["max_tokens"] == 5
+    assert settled(redis, row.id) == counted - 20 + 5 <= row.tokens_quota
+    again = client.post("/v1/chat/completions", json=body, headers=auth(key))
+    assert again.status_code == 402
+
+
 # -- 3. no upstream is trusted to honour max_tokens ------------------------------------------------
 
 
@@ -190,7 +206,7 @@ def test_a_hundred_concurrent_streams_on_a_big_key_all_get_answers(app, redis, m
 
 def test_a_402_says_what_is_used_held_and_left(client, redis, make_key, fake, live_server):
     slow = chat_body(stream=True, fake={"tokens": 40, "delay": 0.05})
-    row, key = make_key(prompt_token_bound(slow) + 2048 + prompt_token_bound(chat_body()))
+    row, key = make_key(prompt_token_bound(slow) + 2048 + 5)  # too little for any other prompt
     running = post_stream(live_server.url, key, slow)
     wait_until(lambda: live(redis, row.id).get("held", 0) > 0)
     refused = client.post("/v1/chat/completions", json=chat_body(), headers=auth(key))

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from app.billing import accounts, catalog, quota, reconcile
+from app.billing import accounts, catalog, quota, reconcile, tokenizer
 from app.extensions import db
 from app.models import ApiKey, ModelRoute, UsageRecord
 from app.relay.bounds import prompt_token_bound
@@ -102,7 +102,7 @@ def test_max_tokens_is_always_sent_and_a_client_value_within_the_balance_stands(
 
 def test_out_of_tokens_is_402_insufficient_quota(app, client, redis, make_key, fake):
     body = chat_body(fake={"tokens": 5})
-    _, key = make_key(prompt_token_bound(body) + 3)
+    _, key = make_key(tokenizer.prompt_token_bound(body, 10**6) + 5)  # room for one request, counted tightly
     assert post(client, key, body).status_code == 200
     response = post(client, key, body)
     assert response.status_code == 402
@@ -168,9 +168,19 @@ def test_invalid_requests_count_against_the_rate_limit(app, client, make_key, fa
 
 def test_quota_refusals_carry_the_rate_limit_headers(app, client, make_key):
     _, key = make_key(1, rpm=10)
-    response = post(client, key, chat_body())
-    assert response.status_code == 402
-    assert response.headers["x-ratelimit-remaining-requests"] == "9"
+    for remaining in ("9", "8"):  # counted once, although admission was asked twice (bytes, then counted)
+        response = post(client, key, chat_body())
+        assert response.status_code == 402
+        assert response.headers["x-ratelimit-remaining-requests"] == remaining
+
+
+def test_a_request_admitted_on_its_counted_prompt_is_counted_once_by_the_rate_limit(app, client, make_key, fake):
+    body = chat_body()
+    _, key = make_key(tokenizer.prompt_token_bound(body, 10**6) + 50, rpm=1)
+    response = post(client, key, body)  # the byte bound does not fit, the counted prompt does
+    assert response.status_code == 200
+    assert response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert post(client, key, body).status_code == 429
 
 
 def test_concurrency_cap_refuses_while_a_stream_runs(app, live_server, redis, make_key, fake):
