@@ -106,6 +106,8 @@ def forget_check(upstream_id: int) -> None:
 # import each other), so the storefront registers the two actions on the app:
 #   app.extensions["order_actions"] = {"fulfil_order": f(order_id) -> Order,
 #                                      "send_replacement_key": f(order_id) -> None}
+# Each takes effect once however many times it is called at once (a double click, two operators,
+# a racing webhook): the calls that find it done raise, with a message for the operator.
 
 
 class ActionUnavailable(RuntimeError):
@@ -129,10 +131,12 @@ def can_resend(order: Order) -> bool:
 
 
 def complete_order(order_id: int) -> Order:
-    """Fulfil a paid order by hand (webhook and return page both lost). Exactly once, in the storefront."""
+    """Fulfil a paid order by hand (webhook and return page both lost). Exactly once, in the
+    storefront: returns the order only to the call that fulfilled it, and raises for the others."""
     return _order_action("fulfil_order")(order_id)
 
 
 def resend_key(order_id: int) -> None:
-    """Replace the order's key and email the new one to the buyer (the old one stops working)."""
+    """Replace the order's key and email the new one to the buyer (the old one stops working).
+    A repeat within a minute (a double click, a resubmitted form) raises instead: one new key, one email."""
     _order_action("send_replacement_key")(order_id)

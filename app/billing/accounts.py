@@ -1,4 +1,4 @@
-"""Key lifecycle: create, top up, edit, revoke. Used by the CLI, the storefront and the admin.
+"""Key lifecycle: create, top up, take back, edit, replace, revoke. Used by the CLI, the storefront and the admin.
 
 SQL is the record; each change also updates the live Redis state (cached KeyInfo, live balance)
 so that every process sees it on its next request.
@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy import case
 
 from app.billing import keys, quota
 from app.billing.api_keys import display_prefix, generate_key, hash_key
@@ -130,32 +132,66 @@ def credit_live(row: ApiKey, tokens: int) -> None:
     quota.credit(get_redis(), _prefix(), row.id, tokens)
 
 
-def take_back_tokens(row: ApiKey, tokens: int) -> int:
+def take_back_tokens(key_id: int, tokens: int, *, commit: bool = True) -> int:
     """Remove up to `tokens` unused tokens (a refunded or reversed purchase). Returns how many.
 
-    What was already used cannot be taken back; the caller records the shortfall."""
+    One UPDATE bounded in SQL by what is left, so take-backs racing each other, top-ups and the
+    usage worker can never push the quota below what was used. Usage settled in Redis but not yet
+    in SQL, and tokens held by requests still running, count as used: they will be. What was
+    used cannot be taken back; the caller records the shortfall. With commit=False the caller
+    commits, then calls forget_live_quota(key_id)."""
     if tokens <= 0:
         return 0
-    db.session.refresh(row)
-    from app.billing.balances import remaining_tokens
-
-    taken = min(tokens, remaining_tokens(row))
-    if taken > 0:
-        row.tokens_quota = ApiKey.tokens_quota - taken
+    live = quota.live_usage(get_redis(), _prefix(), key_id)
+    before = _lock_quota(key_id)
+    if before is None:
+        return 0
+    unused = ApiKey.tokens_quota - ApiKey.tokens_used - (live.pending + live.held)
+    taken = case((unused >= tokens, tokens), (unused > 0, unused), else_=0)
+    after = db.session.execute(
+        db.update(ApiKey)
+        .where(ApiKey.id == key_id)
+        .values(tokens_quota=ApiKey.tokens_quota - taken)
+        .returning(ApiKey.tokens_quota)
+    ).scalar_one()
+    if commit:
         db.session.commit()
-        quota.credit(get_redis(), _prefix(), row.id, -taken)
-    return taken
+        forget_live_quota(key_id)
+    return before - after
 
 
-def replace_key(row: ApiKey) -> str:
-    """Give the account a new secret (a lost key). Returns the new key, which exists nowhere else.
+def _lock_quota(key_id: int) -> int | None:
+    """The key's quota, read under the row's write lock (held until commit), so that before and
+    after a bounded UPDATE tell exactly what it took. A no-op UPDATE locks on SQLite and
+    PostgreSQL alike, where SELECT ... FOR UPDATE does not exist on SQLite."""
+    return db.session.execute(
+        db.update(ApiKey)
+        .where(ApiKey.id == key_id)
+        .values(tokens_quota=ApiKey.tokens_quota)
+        .returning(ApiKey.tokens_quota)
+    ).scalar_one_or_none()
+
+
+def forget_live_quota(key_id: int) -> None:
+    """After a committed quota change: every process rereads the quota from SQL."""
+    quota.forget_quota(get_redis(), _prefix(), key_id)
+
+
+def replace_key(row: ApiKey) -> str | None:
+    """Give the account a new secret (a lost key). Returns the new key, which exists nowhere else,
+    or None when the secret already changed since `row` was read (a racing replacement won).
 
     The row stays, so the balance, limits, usage history and orders stay with it; the old key
     stops authenticating as soon as its cached KeyInfo is dropped, which happens here."""
     old_hash = row.key_hash
     plaintext = generate_key()
-    row.key_hash = hash_key(plaintext)
-    row.prefix = display_prefix(plaintext)
+    changed = db.session.execute(
+        db.update(ApiKey)
+        .where(ApiKey.id == row.id, ApiKey.key_hash == old_hash)
+        .values(key_hash=hash_key(plaintext), prefix=display_prefix(plaintext))
+    )
     db.session.commit()
+    if changed.rowcount != 1:
+        return None
     keys.invalidate(get_redis(), _prefix(), old_hash)
     return plaintext

@@ -78,7 +78,25 @@ class WebhookEvent(db.Model):
     event_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="received")  # received|processed|ignored|failed
+    # received -> processing -> processed | ignored | failed; "processing" belongs to the worker that
+    # claimed it at claimed_at, and another may take it over once that claim is too old (it died).
+    status: Mapped[str] = mapped_column(String(16), default="received")
     error: Mapped[str] = mapped_column(String(500), default="")
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Refund(db.Model):
+    """A PayPal refund or reversal applied to an order, once: its PayPal id is unique, so the same
+    refund arriving again (another delivery, event id or event type) finds it here."""
+
+    __tablename__ = "refunds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    paypal_refund_id: Mapped[str] = mapped_column(String(64), unique=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # refunded | reversed
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    tokens_taken: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

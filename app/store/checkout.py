@@ -15,7 +15,7 @@ from flask import current_app
 from app.billing import accounts
 from app.billing.api_keys import looks_like_key
 from app.extensions import db
-from app.models import ApiKey, Order
+from app.models import ApiKey, Order, utcnow
 from app.store import fulfilment, lostkey, paypal
 from app.store.plans import display_name, get_active_plan
 
@@ -30,6 +30,10 @@ class CheckoutError(Exception):
     def __init__(self, code: str) -> None:
         super().__init__(code)
         self.code = code  # plan | email | key | key_revoked | paypal | paypal_config
+
+
+class AlreadyDone(Exception):
+    """An operator action that would repeat one just done (by a racing click, webhook or link)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,33 +120,35 @@ def capture(order: Order) -> str:
     Raises paypal.PayPalUnavailable when PayPal cannot be reached: the caller retries later."""
     if order.status not in fulfilment.PAYABLE or not order.paypal_order_id:
         return order.status
+    attempt = order.capture_attempts or 0
     try:
-        result = paypal.capture_order(order.paypal_order_id, order.capture_attempts or 0)
+        result = paypal.capture_order(order.paypal_order_id, attempt)
     except paypal.PayPalError as exc:
         if isinstance(exc, paypal.PayPalUnavailable):
             raise
-        return _capture_refused(order, exc)
-    return apply_order(order, result)
+        return _capture_refused(order, exc, attempt)
+    return apply_order(order, result, attempt)
 
 
-def _capture_refused(order: Order, exc: paypal.PayPalError) -> str:
+def _capture_refused(order: Order, exc: paypal.PayPalError, attempt: int) -> str:
     if exc.issue == "ORDER_ALREADY_CAPTURED":
         # Captured by an earlier call whose answer we lost: read the capture instead.
         return apply_order(order, paypal.get_order(order.paypal_order_id or ""))
     if exc.issue in ("INSTRUMENT_DECLINED", "TRANSACTION_REFUSED", "PAYER_CANNOT_PAY"):
-        _declined(order, f"capture refused: {exc.issue}")
+        _declined(order, f"capture refused: {exc.issue}", attempt)
     elif exc.issue == "ORDER_NOT_APPROVED":
-        _next_attempt(order)  # not approved yet; PayPal may replay this answer to the same request id
+        _next_attempt(order, attempt)  # not approved yet; PayPal may replay this answer to the same request id
     else:
         log.warning("order %s: capture failed: %s %s %s", order.public_id, exc.status, exc.name, exc.issue)
         fulfilment.mark(order.id, "failed", f"capture failed: {exc.status} {exc.name} {exc.issue}")
     return _status(order)
 
 
-def apply_order(order: Order, result: paypal.PayPalOrder) -> str:
-    """Bring our order in line with PayPal's view of it."""
+def apply_order(order: Order, result: paypal.PayPalOrder, attempt: int | None = None) -> str:
+    """Bring our order in line with PayPal's view of it. `attempt` is given when `result` answers
+    our own capture request with that attempt number (see _declined)."""
     if result.capture is not None:
-        return apply_capture(order, result.capture)
+        return apply_capture(order, result.capture, attempt)
     if result.status == "APPROVED":
         fulfilment.mark(order.id, "approved", only_from=("created",))
     elif result.status == "VOIDED":
@@ -150,25 +156,37 @@ def apply_order(order: Order, result: paypal.PayPalOrder) -> str:
     return _status(order)
 
 
-def apply_capture(order: Order, result: paypal.Capture) -> str:
+def apply_capture(order: Order, result: paypal.Capture, attempt: int | None = None) -> str:
     if result.status == "COMPLETED":
         fulfilment.fulfil(order.id, result)
     elif result.status == "PENDING":
         fulfilment.mark(order.id, "pending", f"PayPal holds the payment: {result.reason or 'pending'}")
     elif result.status in ("DECLINED", "FAILED"):
-        _declined(order, f"capture {result.status.lower()}")
+        _declined(order, f"capture {result.status.lower()}", attempt)
     return _status(order)
 
 
-def _declined(order: Order, note: str) -> None:
-    if fulfilment.mark(order.id, "declined", note):
-        _next_attempt(order)
+def _declined(order: Order, note: str, attempt: int | None) -> None:
+    """Decline the order and move to the next capture attempt, once per declined capture. The
+    answer to our capture request `attempt` counts once however often it is replayed (the
+    return page reloaded, a racing webhook); a decline reported by PayPal (a webhook, the
+    reconciler: attempt None) counts only if it finds the order not declined yet."""
+    stmt = db.update(Order).where(Order.id == order.id)
+    if attempt is None:
+        stmt = stmt.where(Order.status.in_([s for s in fulfilment.PAYABLE if s != "declined"]))
+    else:
+        stmt = stmt.where(Order.status.in_(fulfilment.PAYABLE), Order.capture_attempts == attempt)
+    values = {"status": "declined", "note": note[:500], "updated_at": utcnow()}
+    db.session.execute(stmt.values(capture_attempts=Order.capture_attempts + 1, **values))
+    db.session.commit()
 
 
-def _next_attempt(order: Order) -> None:
+def _next_attempt(order: Order, attempt: int) -> None:
     """The next capture is a new request: PayPal answers a repeated PayPal-Request-Id with the
-    stored answer, and a refused capture must not be replayed once the buyer has fixed things."""
-    db.session.execute(db.update(Order).where(Order.id == order.id).values(capture_attempts=Order.capture_attempts + 1))
+    stored answer, and a refused capture must not be replayed once the buyer has fixed things.
+    Conditional on `attempt`, so racing copies of one answer move to the next attempt once."""
+    stmt = db.update(Order).where(Order.id == order.id, Order.capture_attempts == attempt)
+    db.session.execute(stmt.values(capture_attempts=attempt + 1))
     db.session.commit()
 
 
@@ -187,19 +205,27 @@ def _status(order: Order) -> str:
 
 
 def fulfil_order(order_id: int) -> Order:
-    """Complete an order by hand after checking the payment at PayPal. Idempotent: a second call,
-    or one racing the webhook, changes nothing."""
-    fulfilment.fulfil_by_hand(order_id)
+    """Complete an order by hand after checking the payment at PayPal. Returns the order this call
+    completed; raises AlreadyDone when it was not completable (fulfilled already, perhaps by a
+    racing click or webhook, or refunded), and then nothing changed."""
+    done = fulfilment.fulfil_by_hand(order_id)
     order = db.session.get(Order, order_id, populate_existing=True)
     if order is None:
         raise LookupError(f"no order {order_id}")
+    if not done:
+        raise AlreadyDone(f"the order is {order.status}; nothing was delivered again")
     return order
 
 
 def send_replacement_key(order_id: int) -> None:
-    """Give the order's key a new secret and email it to the purchase address; the old key stops working."""
+    """Give the order's key a new secret and email it to the purchase address; the old key stops
+    working. Raises AlreadyDone for a repeat within lostkey.RESEND_SECONDS (a double click, a
+    resubmitted form) or after a racing lost-key link: one new key and one email, not one per click."""
     order = db.session.get(Order, order_id)
     key = db.session.get(ApiKey, order.api_key_id) if order and order.api_key_id else None
-    if key is None:
+    if order is None or key is None:
         raise LookupError(f"order {order_id} has no key")
-    lostkey.replace(key, order.locale if order else "en")
+    if not lostkey.claim_resend(key.id):
+        raise AlreadyDone(f"a replacement key was sent less than {lostkey.RESEND_SECONDS} seconds ago")
+    if not lostkey.replace(key, order.locale):
+        raise AlreadyDone("the key was replaced meanwhile (a lost-key link), and that new key was emailed")

@@ -1,23 +1,29 @@
-"""Turning a completed PayPal capture into tokens, exactly once, and handing the new key over.
+"""Turning a completed PayPal capture into tokens, exactly once, handing the new key over, and
+taking unused tokens back when PayPal reports a refund, once per refund.
 
 Every state change is a conditional UPDATE on the order row (`... WHERE status IN (...)`), so the
 return page, the webhook task and the reconciler can race: one of them wins, the others change
-nothing. The new key exists in plain text only in memory; the row keeps it encrypted
-(app.secretbox) until both the buyer's page and the email have used it, then wipes it.
+nothing. A refund is keyed by its PayPal id (a unique Refund row written in the same transaction
+as the take-back), so REFUNDED and REVERSED events, and repeated deliveries, take tokens back once.
+The new key exists in plain text only in memory; the row keeps it encrypted (app.secretbox) until
+both the buyer's page and the email have used it, then wipes it.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import or_
+from sqlalchemy import case, or_
+from sqlalchemy.exc import IntegrityError
 
 from app import jobs, secretbox
 from app.billing import accounts
 from app.extensions import db
 from app.models import ApiKey, Order, utcnow
+from app.models.order import Refund
 from app.store.paypal import Capture
 
 log = logging.getLogger(__name__)
@@ -88,7 +94,7 @@ def _credit(order: Order, now: datetime) -> ApiKey:
     plan = order.plan
     expires = now + timedelta(days=plan.valid_days) if plan.valid_days else None
     if order.kind == "topup":
-        key = db.session.get(ApiKey, order.api_key_id)
+        key = _locked(ApiKey, order.api_key_id)  # another order may be extending its expiry right now
         accounts.topup_key(key, order.tokens, commit=False)
         if key.status != "active":
             order.flagged = True
@@ -110,6 +116,13 @@ def _credit(order: Order, now: datetime) -> ApiKey:
     return key
 
 
+def _locked(model: type[ApiKey] | type[Order], row_id: int | None) -> Any:
+    """The row as committed now, locked until this transaction ends (SELECT ... FOR UPDATE). SQLite
+    has no row locks; there the write this transaction already made holds the database's lock."""
+    stmt = db.select(model).where(model.id == row_id).with_for_update()
+    return db.session.execute(stmt.execution_options(populate_existing=True)).scalar_one()
+
+
 def _hold_for_review(order: Order, capture: Capture) -> None:
     note = f"capture {capture.id} was {capture.amount_cents} {capture.currency}, order is {order.amount_cents}"
     db.session.execute(
@@ -118,6 +131,59 @@ def _hold_for_review(order: Order, capture: Capture) -> None:
         .values(status="review", flagged=True, paypal_capture_id=capture.id, note=note[:500], updated_at=utcnow())
     )
     db.session.commit()
+
+
+def refund_share(tokens: int, amount_cents: int, refund_cents: int) -> int:
+    """The tokens a refund of `refund_cents` stands for: all of them for a full refund, otherwise
+    the same fraction of them, rounded down."""
+    if refund_cents >= amount_cents or amount_cents <= 0:
+        return tokens
+    return tokens * max(0, refund_cents) // amount_cents
+
+
+def apply_refund(order_id: int, refund_id: str, kind: str, refund_cents: int) -> bool:
+    """Apply PayPal refund (or reversal) `refund_id` to the order, once: take back the unused tokens
+    of a fulfilled order, or close an unfulfilled one so that it is never fulfilled. `kind` is
+    "refunded" or "reversed". False when this refund was applied before."""
+    db.session.add(Refund(paypal_refund_id=refund_id, order_id=order_id, kind=kind, amount_cents=refund_cents))
+    try:
+        db.session.flush()  # racing copies wait here for the first one's commit, then find the row
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    order = _locked(Order, order_id)
+    paid, key_id = order.status in PAID, order.api_key_id
+    if paid:
+        values = _take_back(order, refund_id, kind, refund_cents)
+    else:
+        values = {"note": f"{kind} before fulfilment"}
+        if order.status in (*PAYABLE, "review"):
+            values["status"] = kind
+    now = utcnow()
+    values.update(flagged=True, refunded_at=now, updated_at=now)
+    db.session.execute(db.update(Order).where(Order.id == order_id).values(**values))
+    db.session.commit()
+    if paid and key_id:
+        accounts.forget_live_quota(key_id)
+    return True
+
+
+def _take_back(order: Order, refund_id: str, kind: str, refund_cents: int) -> dict[str, object]:
+    """Inside apply_refund's transaction, with the order locked: its tokens_revoked is exact here."""
+    share = refund_share(order.tokens, order.amount_cents, refund_cents)
+    wanted = max(0, min(share, order.tokens - order.tokens_revoked))
+    taken = accounts.take_back_tokens(order.api_key_id, wanted, commit=False) if order.api_key_id else 0
+    db.session.execute(db.update(Refund).where(Refund.paypal_refund_id == refund_id).values(tokens_taken=taken))
+    note = f"{kind} {refund_cents / 100:.2f} {order.currency}: took back {taken:,} of {wanted:,} tokens"
+    if taken < wanted:
+        note += f" ({wanted - taken:,} already used)"
+    log.warning("order %s %s: took back %s of %s tokens", order.public_id, kind, taken, wanted)
+    revoked = Order.tokens_revoked + taken
+    return {
+        "status": kind,
+        "note": note[:500],
+        "tokens_revoked": case((revoked > Order.tokens, Order.tokens), else_=revoked),
+    }
 
 
 def reveal_key(order: Order) -> str | None:

@@ -2,7 +2,8 @@
 
 The link proves the requester reads that mailbox, so nobody can revoke someone else's key by
 typing their address. It names the key by id and the start of its current hash, so it works
-once: after the replacement the hash has changed and the link is dead.
+once: after the replacement the hash has changed and the link is dead. The replacement itself is
+conditional on the hash it read, so the link used many times at once still replaces the key once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from app.extensions import db, get_redis
 from app.models import ApiKey
 
 LINK_MAX_AGE = 3600
+RESEND_SECONDS = 60  # an operator's resend of the same key within this is a repeated click
 _SALT = "relaygate-lost-key"
 
 
@@ -54,8 +56,30 @@ def resolve_token(token: str) -> ApiKey | None:
     return key
 
 
-def replace(key: ApiKey, locale: str) -> None:
-    """Rotate the key and queue the email with the new one, encrypted in the task's arguments."""
+def confirm(token: str, locale: str) -> ApiKey | None:
+    """Use a link: replace the key it names. Returns that key, or None when the link is expired,
+    forged or used (also by a request racing this one)."""
+    key = resolve_token(token)
+    if key is None or not replace(key, locale):
+        return None
+    return key
+
+
+def replace(key: ApiKey, locale: str) -> bool:
+    """Rotate the key and queue the email with the new one, encrypted in the task's arguments.
+
+    False, and nothing sent, when the key's secret changed since `key` was read: the replacement
+    that won sends its own email."""
     plaintext = accounts.replace_key(key)
+    if plaintext is None:
+        return False
     ciphertext = secretbox.encrypt(plaintext, current_app.config["SECRET_KEY"])
     jobs.send_replacement_key(key.id, ciphertext, locale)
+    return True
+
+
+def claim_resend(key_id: int) -> bool:
+    """True for the first operator resend of this key in RESEND_SECONDS (the form carries no
+    token of its own, so time is what tells a repeated click from a new request)."""
+    prefix = current_app.config["BILLING_REDIS_PREFIX"]
+    return bool(get_redis().set(f"{prefix}:resend:{key_id}", "1", nx=True, ex=RESEND_SECONDS))

@@ -1,7 +1,8 @@
 """The periodic safety net: orders left unpaid in our books are looked up at PayPal.
 
 Covers the buyer who closed the tab after paying and the webhook that never arrived. Also
-re-queues key emails and webhook events whose tasks were lost, and wipes delivered keys.
+re-queues key emails and webhook events whose tasks were lost or whose worker died holding
+them, and wipes delivered keys.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from flask import current_app
 from app import jobs
 from app.extensions import db
 from app.models import Order, WebhookEvent, utcnow
-from app.store import checkout, fulfilment, paypal
+from app.store import checkout, fulfilment, paypal, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,7 @@ def _requeue_emails(now: datetime) -> int:
 
 def _requeue_events(now: datetime) -> int:
     ids = db.session.execute(
-        db.select(WebhookEvent.id).where(
-            WebhookEvent.status == "received",
-            WebhookEvent.received_at < now - timedelta(minutes=10),
-            WebhookEvent.received_at > now - LOOK_BACK,
-        )
+        db.select(WebhookEvent.id).where(webhooks.abandoned(now), WebhookEvent.received_at > now - LOOK_BACK)
     ).scalars()
     count = 0
     for row_id in ids:

@@ -1,32 +1,76 @@
-"""PayPal webhook events: stored under their unique id on receipt, processed by a worker task.
+"""PayPal webhook events: checked, stored under their unique id on receipt, processed by a worker task.
 
-Processing is idempotent: a duplicate delivery finds the event already stored; a task that runs
-twice finds the order already moved (fulfilment's conditional updates).
+Exactly once, however many times and however concurrently an event arrives:
+- a duplicate delivery finds the event already stored, and queues a task only if the event failed
+  or its task was lost (one task per event, not one per delivery);
+- a task claims the event (a conditional UPDATE to "processing") before running its handler, so
+  of several copies of the task only the claimer runs it; a claim older than CLAIM_LEASE belongs
+  to a worker that died, and the next copy (or the reconciler's requeue) takes it over;
+- each handler's effect is keyed, so a second run finds it done: fulfilment and declines are
+  conditional updates on the order, a refund is a unique row per PayPal refund id.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.exc import IntegrityError
 
-from app.billing import accounts
 from app.extensions import db
-from app.models import ApiKey, Order, WebhookEvent, utcnow
+from app.models import Order, WebhookEvent, utcnow
 from app.store import checkout, fulfilment, paypal
 
 log = logging.getLogger(__name__)
 
+# Longer than any handler takes (a PayPal call times out after PAYPAL_TIMEOUT).
+CLAIM_LEASE = timedelta(minutes=5)
+# A stored event whose task has not started by then was lost with its message.
+LOST_AFTER = timedelta(minutes=10)
+_MAX_ID = 64  # the id columns' width: a longer id would be cut and could collide with another
+
+
+class BadEvent(ValueError):
+    """A webhook body that is not a PayPal event we can store. The message says what is wrong."""
+
+
+def parse_event(raw: bytes) -> dict[str, Any]:
+    """The event in a webhook body. Raises BadEvent for anything but a JSON object with string
+    `id` and `event_type`, and an object `resource` whose `id`, if any, is a string."""
+    try:
+        event = json.loads(raw.decode("utf-8"))  # verification embeds the body as UTF-8 text
+    except ValueError:
+        raise BadEvent("the body is not JSON in UTF-8") from None
+    if not isinstance(event, dict):
+        raise BadEvent("the body is not a JSON object")
+    _check_id(event.get("id"), "id")
+    _check_id(event.get("event_type"), "event_type")
+    if not isinstance(event.get("resource"), dict):
+        raise BadEvent("resource must be an object")
+    if event["resource"].get("id") is not None:
+        _check_id(event["resource"]["id"], "resource.id")
+    return event
+
+
+def _check_id(value: Any, name: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise BadEvent(f"{name} must be a non-empty string")
+    if len(value) > _MAX_ID:
+        raise BadEvent(f"{name} is longer than {_MAX_ID} characters")
+
 
 def store_event(event: dict[str, Any]) -> tuple[int, bool]:
-    """Insert the event once. Returns its row id and whether a task should be queued for it
-    (new, or stored earlier but not processed yet: the earlier task may have been lost)."""
+    """Insert an event from parse_event once. Returns its row id and whether a task should be
+    queued for it: yes when new, and for a duplicate only when the event failed or its task was
+    lost (a duplicate of an event in hand queues nothing: one task per event, not per delivery)."""
     row = WebhookEvent(
-        event_id=str(event["id"])[:64],
-        event_type=str(event.get("event_type") or "")[:64],
-        resource_id=str((event.get("resource") or {}).get("id") or "")[:64] or None,
+        event_id=event["id"],
+        event_type=event["event_type"],
+        resource_id=event["resource"].get("id"),
         payload=event,
     )
     db.session.add(row)
@@ -35,29 +79,67 @@ def store_event(event: dict[str, Any]) -> tuple[int, bool]:
         return row.id, True
     except IntegrityError:
         db.session.rollback()
-    existing = db.session.execute(db.select(WebhookEvent).filter_by(event_id=row.event_id)).scalar_one()
-    return existing.id, existing.status in ("received", "failed")
+    stmt = db.select(WebhookEvent.id, or_(WebhookEvent.status == "failed", abandoned(utcnow())))
+    existing = db.session.execute(stmt.where(WebhookEvent.event_id == event["id"])).one()
+    return existing[0], bool(existing[1])
+
+
+def abandoned(now: datetime) -> ColumnElement[bool]:
+    """Events nobody is working on that should be: the task was lost, or its worker died."""
+    return or_(
+        and_(WebhookEvent.status == "received", WebhookEvent.received_at < now - LOST_AFTER),
+        and_(WebhookEvent.status == "processing", WebhookEvent.claimed_at < now - CLAIM_LEASE),
+    )
 
 
 def process_event(row_id: int) -> str:
-    """Apply one stored event. Raises paypal.PayPalUnavailable so that the task retries later."""
+    """Apply one stored event if this call can claim it. Returns the outcome, or the event's status
+    when it is done or another worker holds it. Raises paypal.PayPalUnavailable, with the claim
+    given back, so that the task retries later."""
+    claim = _claim(row_id)
+    if claim is None:
+        status = db.session.execute(db.select(WebhookEvent.status).where(WebhookEvent.id == row_id)).scalar()
+        return status or "missing"
     row = db.session.get(WebhookEvent, row_id)
-    if row is None or row.status in ("processed", "ignored"):
-        return row.status if row else "missing"
-    handler = HANDLERS.get(row.event_type)
-    resource = (row.payload or {}).get("resource") or {}
+    event_type, handler = row.event_type, HANDLERS.get(row.event_type)
+    error = ""
     try:
-        outcome = handler(resource, row) if handler else "ignored"
+        outcome = handler((row.payload or {}).get("resource") or {}, row) if handler else "ignored"
     except paypal.PayPalUnavailable:
+        db.session.rollback()
+        _end_claim(row_id, claim, status="received", claimed_at=None)
         raise
     except Exception as exc:
         db.session.rollback()
-        log.exception("webhook %s (%s) failed", row.event_id, row.event_type)
-        outcome, row.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
-    row = db.session.get(WebhookEvent, row_id)
-    row.status, row.processed_at = outcome, utcnow()
-    db.session.commit()
+        log.exception("webhook %s (%s) failed", row_id, event_type)
+        outcome, error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+    if not _end_claim(row_id, claim, status=outcome, error=error, processed_at=utcnow()):
+        log.warning(
+            "webhook %s: the claim expired while its handler ran; the worker that took it over records it", row_id
+        )
     return outcome
+
+
+def _claim(row_id: int) -> datetime | None:
+    """Mark the event "processing" if nobody holds it. Returns the claim's time, its token."""
+    now = utcnow()
+    claimable = or_(
+        WebhookEvent.status.in_(("received", "failed")),
+        and_(WebhookEvent.status == "processing", WebhookEvent.claimed_at < now - CLAIM_LEASE),
+    )
+    claimed = db.session.execute(
+        db.update(WebhookEvent).where(WebhookEvent.id == row_id, claimable).values(status="processing", claimed_at=now)
+    )
+    db.session.commit()
+    return now if claimed.rowcount == 1 else None
+
+
+def _end_claim(row_id: int, claim: datetime, **values: Any) -> bool:
+    """Record the end of a run, unless the claim passed to another worker meanwhile."""
+    mine = (WebhookEvent.id == row_id, WebhookEvent.status == "processing", WebhookEvent.claimed_at == claim)
+    ended = db.session.execute(db.update(WebhookEvent).where(*mine).values(**values))
+    db.session.commit()
+    return ended.rowcount == 1
 
 
 def _order_by(column: Any, value: Any) -> Order | None:
@@ -110,47 +192,11 @@ def _refunded(resource: dict[str, Any], row: WebhookEvent) -> str:
     order = find_order(resource)
     if order is None:
         return "ignored"
-    if _refund_seen(row):
-        return "ignored"
     kind = "reversed" if row.event_type.endswith("REVERSED") else "refunded"
     refund_cents = paypal.parse_amount((resource.get("amount") or {}).get("value") or "0") or order.amount_cents
-    if order.status not in fulfilment.PAID:
-        fulfilment.mark(order.id, kind, f"{kind} before fulfilment")
-        _flag(order, f"{kind} before fulfilment")
-        return "processed"
-    _take_back(order, kind, refund_cents)
-    return "processed"
-
-
-def _refund_seen(row: WebhookEvent) -> bool:
-    """One refund can come as both REFUNDED and REVERSED events; take its tokens back once."""
-    if not row.resource_id:
-        return False
-    other = db.session.execute(
-        db.select(WebhookEvent.id).where(
-            WebhookEvent.resource_id == row.resource_id,
-            WebhookEvent.id != row.id,
-            WebhookEvent.event_type.in_(("PAYMENT.CAPTURE.REFUNDED", "PAYMENT.CAPTURE.REVERSED")),
-            WebhookEvent.status == "processed",
-        )
-    ).first()
-    return other is not None
-
-
-def _take_back(order: Order, kind: str, refund_cents: int) -> None:
-    share = order.tokens if refund_cents >= order.amount_cents else order.tokens * refund_cents // order.amount_cents
-    wanted = max(0, min(share, order.tokens - order.tokens_revoked))
-    key = db.session.get(ApiKey, order.api_key_id) if order.api_key_id else None
-    taken = accounts.take_back_tokens(key, wanted) if key is not None else 0
-    order = db.session.get(Order, order.id, populate_existing=True)
-    order.tokens_revoked = Order.tokens_revoked + taken
-    order.status, order.refunded_at, order.flagged = kind, utcnow(), True
-    note = f"{kind} {refund_cents / 100:.2f} {order.currency}: took back {taken:,} of {wanted:,} tokens"
-    if taken < wanted:
-        note += f" ({wanted - taken:,} already used)"
-    order.note = note[:500]
-    db.session.commit()
-    log.warning("order %s %s: took back %s of %s tokens", order.public_id, kind, taken, wanted)
+    # The refund's own id keys it: REFUNDED and REVERSED events for one refund carry the same one.
+    applied = fulfilment.apply_refund(order.id, row.resource_id or row.event_id, kind, refund_cents)
+    return "processed" if applied else "ignored"
 
 
 def _flag(order: Order, note: str) -> None:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
+import pytest
+import requests
+
+from app.billing.api_keys import hash_key
 from app.extensions import db
-from app.models import AuditLog, Order, Plan, WebhookEvent, utcnow
+from app.models import ApiKey, AuditLog, Order, Plan, WebhookEvent, utcnow
+from tests.admin.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_from
+from tests.conftest import app_overrides
+from tests.smtp_sink import SmtpSink, text_of
+from tests.store.racing import at_once, run_in_processes, wait_for_workers
 
 
 def _order(plan: Plan, **fields) -> Order:
@@ -128,3 +139,94 @@ def test_resend_is_refused_for_an_order_without_a_key(admin):
     order = _order(plan, status="cancelled", paypal_order_id="P3")
     response = admin.post(f"/admin/orders/{order.id}/resend", follow_redirects=True)
     assert "Only a fulfilled order for a new key can have its key replaced." in response.text
+
+
+# -- one click or twenty at once: the same single effect -------------------------------------------
+
+KEY = re.compile(r"sk-gateway-[A-Za-z0-9]{40}")
+
+
+@pytest.fixture
+def mail() -> Iterator[SmtpSink]:
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def dashboard(gunicorn_factory, celery_worker_factory, admin_user, mail) -> Iterator[tuple[str, requests.Session, str]]:
+    """The admin under gunicorn (two worker processes) and two Celery workers that send email to
+    the sink; returns its URL, a logged-in session and that session's CSRF token."""
+    env = {**mail.env(), "MAIL_FROM": "RelayGate <shop@relay.test>"}
+    server = gunicorn_factory(workers=2, **env)
+    for _ in range(2):
+        celery_worker_factory(**env)
+    session = requests.Session()
+    login = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    login["csrf_token"] = csrf_from(session.get(f"{server.url}/admin/login", timeout=10).text)
+    assert session.post(f"{server.url}/admin/login", data=login, allow_redirects=False, timeout=10).status_code == 302
+    yield server.url, session, csrf_from(session.get(f"{server.url}/admin/keys/new", timeout=10).text)
+    session.close()  # gunicorn's graceful stop would wait for these kept-alive connections
+
+
+@pytest.fixture
+def in_processes(db_url, fake_server) -> Any:
+    """The admin's button pressed in four more browsers, served by four more processes at once."""
+    config = app_overrides(db_url, fake_server.base_url)
+    login = ("tests.store.racing:admin_browser", (ADMIN_EMAIL, ADMIN_PASSWORD))
+    return lambda path, meanwhile: run_in_processes(
+        config, "tests.store.racing:submit", [(path,)], prepare=login, meanwhile=meanwhile
+    )
+
+
+def _press_everywhere_at_once(dashboard, in_processes, path: str) -> None:
+    """The operator's button pressed 16 times at once on the gunicorn workers and 4 times on other processes."""
+    url, session, token = dashboard
+
+    def click():
+        return session.post(f"{url}{path}", data={"csrf_token": token}, allow_redirects=False, timeout=30).status_code
+
+    pages: list[int] = []
+    processes = in_processes(path, meanwhile=lambda: pages.extend(at_once([click] * 16)))
+    pages += [status for results in processes for status in results]
+    assert pages == [302] * 20  # each answered with a redirect back to the order page
+
+
+def _audit(action: str) -> int:
+    return db.session.execute(db.select(db.func.count(AuditLog.id)).filter_by(action=action)).scalar_one()
+
+
+def test_completing_an_order_many_times_at_once_delivers_one_key_and_one_email(
+    app, redis, dashboard, in_processes, mail
+):
+    order = _order(_plan(), status="review", paypal_order_id="PP-R", paypal_capture_id="CAP-R", flagged=True)
+    _press_everywhere_at_once(dashboard, in_processes, f"/admin/orders/{order.id}/complete")
+    wait_for_workers(redis)
+
+    assert _audit("order.complete") == 1
+    db.session.expire_all()
+    keys = db.session.execute(db.select(ApiKey)).scalars().all()
+    assert [(k.email, k.tokens_quota) for k in keys] == [("buyer@example.com", 2_000_000)]
+    assert db.session.get(Order, order.id).status == "fulfilled"
+    assert [m["To"] for m in mail.wait_for(1)] == ["buyer@example.com"]
+    wait_for_workers(redis)
+    assert len(mail.messages) == 1
+
+
+def test_resending_a_key_many_times_at_once_replaces_it_once_and_sends_one_email(
+    redis, make_key, dashboard, in_processes, mail
+):
+    row, old_key = make_key(tokens=2_000_000, email="buyer@example.com")
+    now = utcnow()
+    paid = {"paid_at": now, "fulfilled_at": now, "api_key_id": row.id}
+    order = _order(_plan(), status="fulfilled", paypal_order_id="PP-S", **paid)
+    _press_everywhere_at_once(dashboard, in_processes, f"/admin/orders/{order.id}/resend")
+    wait_for_workers(redis)
+
+    assert _audit("order.resend_key") == 1
+    (message,) = mail.wait_for(1)
+    wait_for_workers(redis)
+    assert len(mail.messages) == 1
+    new_key = KEY.search(text_of(message)).group(0)
+    db.session.expire_all()
+    assert db.session.get(ApiKey, row.id).key_hash == hash_key(new_key) != hash_key(old_key)

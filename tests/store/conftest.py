@@ -115,3 +115,30 @@ def follow_paypal_return(client: Any, paypal: FakePayPal, order: Order) -> Any:
 def reload(order: Order) -> Order:
     db.session.expire_all()
     return db.session.get(Order, order.id)
+
+
+@pytest.fixture
+def shop(gunicorn_factory: Any, worker_env: dict[str, str], paypal: FakePayPal, mail: SmtpSink) -> Any:
+    """The storefront under gunicorn with two worker processes, wired to the fake PayPal and the sink."""
+    return gunicorn_factory(workers=2, **worker_env)
+
+
+@pytest.fixture
+def start_workers(celery_worker_factory: Any, worker_env: dict[str, str], paypal: FakePayPal, mail: SmtpSink) -> Any:
+    """Start `count` Celery worker processes on the shared broker (started on demand: a test may
+    first look at what was queued)."""
+
+    def start(count: int = 2) -> list[Any]:
+        return [celery_worker_factory(**worker_env) for _ in range(count)]
+
+    return start
+
+
+@pytest.fixture
+def in_processes(db_url: str, fake_server: Any, app_extra: dict[str, Any]) -> Any:
+    """Call a service function from four fresh processes at the same moment (see racing.run_in_processes)."""
+    from tests.conftest import app_overrides
+    from tests.store.racing import run_in_processes
+
+    config = app_overrides(db_url, fake_server.base_url, **app_extra)
+    return lambda target, calls, **options: run_in_processes(config, target, calls, **options)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from app.billing.api_keys import hash_key
 from app.extensions import db
 from app.models import ApiKey, Order
@@ -146,5 +148,6 @@ def test_a_capture_for_another_amount_is_held_for_review_until_an_operator_compl
     assert (order.status, order.flagged, order.api_key_id) == ("review", True, None)
 
     assert checkout.fulfil_order(order.id).status == "fulfilled"
-    assert checkout.fulfil_order(order.id).status == "fulfilled"  # twice: still one key
+    with pytest.raises(checkout.AlreadyDone, match="the order is fulfilled; nothing was delivered again"):
+        checkout.fulfil_order(order.id)  # twice: still one key
     assert db.session.execute(db.select(db.func.count(ApiKey.id))).scalar_one() == 1

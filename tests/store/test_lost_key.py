@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 
+import requests
+
+from app.billing.api_keys import hash_key
 from app.extensions import db
 from app.models import ApiKey
+from app.store import lostkey
 from tests.smtp_sink import text_of
-from tests.store.conftest import csrf_token
+from tests.store.conftest import _CSRF, csrf_token
+from tests.store.racing import at_once, wait_for_workers
 
 LINK = re.compile(r"http://testserver(/lost-key/confirm/\S+)")
 KEY = re.compile(r"sk-gateway-[A-Za-z0-9]{40}")
@@ -66,3 +71,39 @@ def test_link_requests_are_limited_per_address(client, redis, make_key):
         _ask(client, "a@example.com")
         queued.append(redis.llen("celery"))  # the broker's queue: one email task, not three
     assert queued == [1, 1, 1]
+
+
+def test_a_link_used_twenty_times_at_once_replaces_the_key_once_and_sends_one_email(
+    redis, make_key, shop, start_workers, in_processes, mail
+):
+    row, old_key = make_key(tokens=2_000_000, email="buyer@example.com")
+    token = lostkey.make_token(row)
+    link = f"{shop.url}/lost-key/confirm/{token}"
+    browser = requests.Session()
+    csrf = _CSRF.search(browser.get(link, timeout=10).text).group(1)
+    start_workers(2)
+
+    def click():
+        return browser.post(link, data={"csrf_token": csrf}, timeout=30).status_code
+
+    # The same link used at the same moment by 16 clicks on the gunicorn workers and by four more
+    # browsers, served by four more processes.
+    path = f"/lost-key/confirm/{token}"
+    pages: list[int] = []
+    processes = in_processes(
+        "tests.store.racing:submit",
+        [(path,)],
+        prepare=("tests.store.racing:browser", (path,)),
+        meanwhile=lambda: pages.extend(at_once([click] * 16)),
+    )
+    browser.close()
+    pages += [status for results in processes for status in results]
+    wait_for_workers(redis)
+
+    assert sorted(pages) == [200] + [410] * 19  # used once, dead for every other request
+    (message,) = mail.wait_for(1)
+    wait_for_workers(redis)
+    assert len(mail.messages) == 1
+    new_key = KEY.search(text_of(message)).group(0)
+    db.session.expire_all()
+    assert db.session.get(ApiKey, row.id).key_hash == hash_key(new_key) != hash_key(old_key)
