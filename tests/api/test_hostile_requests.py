@@ -131,12 +131,13 @@ def test_concurrent_prompts_of_one_letter_words_cannot_overspend_a_key(app, redi
     row, key = make_key(40_000, rpm=1000)
     # 15,000 one-letter words are 15,000 tokens to DeepSeek, far above 0.3 tokens a character.
     body = chat_body(content="a " * 15_000, max_tokens=1, fake={"tokens": 1, "prompt_tokens": 15_000})
-    responses = post_many(server.url, key, [body] * 3)
+    responses = post_many(server.url, key, [body] * 4)
     statuses = sorted(r.status_code for r in responses)
-    assert statuses == [200, 402, 402], statuses
+    answered = statuses.count(200)
+    assert 1 <= answered <= 2 and statuses.count(402) == 4 - answered, statuses  # 40,000 pays for two at most
     refused = next(r for r in responses if r.status_code == 402).json()["error"]
     assert refused["code"] == "insufficient_quota"
-    assert settled(redis, row.id) == 15_001 <= row.tokens_quota
+    assert settled(redis, row.id) == answered * 15_001 <= row.tokens_quota
 
 
 def test_the_last_tokens_of_a_key_still_pay_for_a_long_conversation(client, redis, make_key, fake):
