@@ -27,11 +27,11 @@ SERVICES = {
     RECORD_USAGE: "app.billing.ledger:write_record",
     DRAIN_USAGE: "app.billing.reconcile:drain_outbox",
     RECONCILE_USAGE: "app.billing.reconcile:reconcile",
-    PAYPAL_WEBHOOK: "app.store.webhooks:process_event",
-    PAYPAL_RECONCILE: "app.store.reconcile:reconcile_orders",
-    EMAIL_ORDER: "app.store.delivery:send_order_email",
-    EMAIL_LOST_KEY_LINK: "app.store.delivery:send_lost_key_link",
-    EMAIL_REPLACEMENT_KEY: "app.store.delivery:send_replacement_key",
+    PAYPAL_WEBHOOK: "app.orders.webhooks:process_event",
+    PAYPAL_RECONCILE: "app.orders.pending:reconcile_orders",
+    EMAIL_ORDER: "app.orders.delivery:send_order_email",
+    EMAIL_LOST_KEY_LINK: "app.orders.delivery:send_lost_key_link",
+    EMAIL_REPLACEMENT_KEY: "app.orders.delivery:send_replacement_key",
 }
 TASK_NAMES = tuple(SERVICES)
 

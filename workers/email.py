@@ -1,4 +1,4 @@
-"""Email tasks: thin shells over app.store.delivery. SMTP failures are retried with backoff;
+"""Email tasks: thin shells over app.orders.delivery. SMTP failures are retried with backoff;
 delivery records what was sent, so a retry never sends a second copy."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import smtplib
 
 from celery import shared_task
 
-from app.store import delivery
+from app.orders import delivery
 
 _RETRY = {
     "autoretry_for": (smtplib.SMTPException, OSError),

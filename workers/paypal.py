@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from app.store import reconcile, webhooks
-from app.store.paypal import PayPalUnavailable
+from app.orders import pending, webhooks
+from app.orders.paypal import PayPalUnavailable
 
 
 @shared_task(
@@ -22,4 +22,4 @@ def process_webhook(event_row_id: int) -> None:
 
 @shared_task(name="paypal.reconcile_orders", ignore_result=True)
 def reconcile_orders() -> None:
-    reconcile.reconcile_orders()
+    pending.reconcile_orders()

@@ -12,6 +12,7 @@ from flask import current_app
 from app.billing import catalog
 from app.extensions import db, get_redis
 from app.models import Order, Plan, Upstream, utcnow
+from app.orders import checkout
 from app.relay.account import AccountCheck, Balance, check_account
 from app.relay.demo import is_demo
 
@@ -102,23 +103,8 @@ def forget_check(upstream_id: int) -> None:
 
 
 # -- order actions --------------------------------------------------------------------------------
-# The storefront owns fulfilment and key delivery. The admin may not import it (blueprints never
-# import each other), so the storefront registers the two actions on the app:
-#   app.extensions["order_actions"] = {"fulfil_order": f(order_id) -> Order,
-#                                      "send_replacement_key": f(order_id) -> None}
 # Each takes effect once however many times it is called at once (a double click, two operators,
 # a racing webhook): the calls that find it done raise, with a message for the operator.
-
-
-class ActionUnavailable(RuntimeError):
-    """The storefront has not registered this order action in this installation."""
-
-
-def _order_action(name: str) -> Any:
-    action = current_app.extensions.get("order_actions", {}).get(name)
-    if action is None:
-        raise ActionUnavailable(name)
-    return action
 
 
 def can_complete(order: Order) -> bool:
@@ -132,11 +118,11 @@ def can_resend(order: Order) -> bool:
 
 def complete_order(order_id: int) -> Order:
     """Fulfil a paid order by hand (webhook and return page both lost). Exactly once, in the
-    storefront: returns the order only to the call that fulfilled it, and raises for the others."""
-    return _order_action("fulfil_order")(order_id)
+    order domain: returns the order only to the call that fulfilled it, and raises for the others."""
+    return checkout.fulfil_order(order_id)
 
 
 def resend_key(order_id: int) -> None:
     """Replace the order's key and email the new one to the buyer (the old one stops working).
     A repeat within a minute (a double click, a resubmitted form) raises instead: one new key, one email."""
-    _order_action("send_replacement_key")(order_id)
+    checkout.send_replacement_key(order_id)

@@ -7,7 +7,7 @@ from flask.cli import AppGroup
 
 from app.extensions import db
 from app.models import Plan
-from app.store.plans import seed_plans
+from app.orders.plans import seed_plans
 
 plans_cli = AppGroup("plans", help="Token packages on sale in the storefront.")
 

@@ -17,19 +17,13 @@ from app.billing.balances import remaining_tokens
 from app.extensions import csrf, db
 from app.i18n import LANG_COOKIE
 from app.models import ApiKey, Order
-from app.store import balance, checkout, fulfilment, lostkey, paypal, webhooks
-from app.store.plans import active_plans, display_name, get_active_plan, model_multipliers
+from app.orders import checkout, fulfilment, lostkey, paypal, webhooks
+from app.orders.plans import active_plans, display_name, get_active_plan, model_multipliers
+from app.store import balance
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("store", __name__)
-
-
-@bp.record_once
-def _register_order_actions(state: Any) -> None:
-    # The admin dashboard completes orders and resends keys through these, without importing the store.
-    actions = state.app.extensions.setdefault("order_actions", {})
-    actions.update(fulfil_order=checkout.fulfil_order, send_replacement_key=checkout.send_replacement_key)
 
 
 _OWNED = "orders"  # session: public ids of the orders this browser started

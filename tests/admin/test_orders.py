@@ -16,8 +16,8 @@ from app.extensions import db
 from app.models import ApiKey, AuditLog, Order, Plan, WebhookEvent, utcnow
 from tests.admin.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_from
 from tests.conftest import app_overrides
+from tests.orders.racing import at_once, run_in_processes, wait_for_workers
 from tests.smtp_sink import SmtpSink, text_of
-from tests.store.racing import at_once, run_in_processes, wait_for_workers
 
 
 def _order(plan: Plan, **fields) -> Order:
@@ -119,19 +119,13 @@ def test_completing_a_fulfilled_order_is_refused(admin, make_key):
     assert db.session.execute(db.select(AuditLog).filter_by(action="order.complete")).first() is None
 
 
-def test_manual_completion_goes_through_the_storefront(app, admin):
+def test_manual_completion_goes_through_the_order_domain(app, admin):
     plan = _plan()
     order = _order(plan, status="review", paypal_order_id="P2")
-    response = admin.post(f"/admin/orders/{order.id}/complete", follow_redirects=True)
+    admin.post(f"/admin/orders/{order.id}/complete", follow_redirects=True)
     db.session.expire_all()
-    if "fulfil_order" in app.extensions.get("order_actions", {}):
-        assert db.session.get(Order, order.id).fulfilled_at is not None
-        assert db.session.execute(db.select(AuditLog).filter_by(action="order.complete")).scalar_one()
-    else:
-        # The storefront has not registered its fulfil_order yet: a clear message, nothing changed.
-        assert "Manual completion is not available" in response.text
-        assert db.session.get(Order, order.id).status == "review"
-        assert db.session.execute(db.select(AuditLog).filter_by(action="order.complete")).first() is None
+    assert db.session.get(Order, order.id).fulfilled_at is not None
+    assert db.session.execute(db.select(AuditLog).filter_by(action="order.complete")).scalar_one()
 
 
 def test_resend_is_refused_for_an_order_without_a_key(admin):
@@ -173,9 +167,9 @@ def dashboard(gunicorn_factory, celery_worker_factory, admin_user, mail) -> Iter
 def in_processes(db_url, fake_server) -> Any:
     """The admin's button pressed in four more browsers, served by four more processes at once."""
     config = app_overrides(db_url, fake_server.base_url)
-    login = ("tests.store.racing:admin_browser", (ADMIN_EMAIL, ADMIN_PASSWORD))
+    login = ("tests.orders.racing:admin_browser", (ADMIN_EMAIL, ADMIN_PASSWORD))
     return lambda path, meanwhile: run_in_processes(
-        config, "tests.store.racing:submit", [(path,)], prepare=login, meanwhile=meanwhile
+        config, "tests.orders.racing:submit", [(path,)], prepare=login, meanwhile=meanwhile
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.extensions import db
 from app.models import Plan, UsageRecord
-from tests.store.conftest import csrf_token
+from tests.shop import csrf_token
 
 
 def test_pricing_lists_active_plans_from_the_database(client, plan):

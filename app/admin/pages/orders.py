@@ -48,10 +48,7 @@ def order_complete(order_id: int) -> Response:
         return _back(order)
     try:
         done = services.complete_order(order.id)
-    except services.ActionUnavailable:
-        flash(_("Manual completion is not available: the storefront does not offer it in this installation."), "error")
-        return _back(order)
-    except Exception as exc:  # the storefront's own refusal (not paid, amount mismatch...), shown as it is
+    except Exception as exc:  # the order domain's own refusal (not paid, amount mismatch...), shown as it is
         db.session.rollback()
         log.warning("manual completion of order %s failed: %s", order_id, type(exc).__name__)
         audit.record("order.complete_failed", f"order:{order_id}", reason=str(exc)[:200])
@@ -70,9 +67,6 @@ def order_resend(order_id: int) -> Response:
         return _back(order)
     try:
         services.resend_key(order.id)
-    except services.ActionUnavailable:
-        flash(_("Resending is not available: the storefront does not offer it in this installation."), "error")
-        return _back(order)
     except Exception as exc:
         db.session.rollback()
         log.warning("key resend for order %s failed: %s", order_id, type(exc).__name__)

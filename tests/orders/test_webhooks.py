@@ -13,11 +13,11 @@ from app.billing import quota
 from app.billing.balances import remaining_tokens
 from app.extensions import db
 from app.models import ApiKey, Order, Plan, WebhookEvent, utcnow
-from app.store import reconcile, webhooks
+from app.orders import pending, webhooks
 from tests.conftest import wait_until
 from tests.fake_paypal import WEBHOOK_ID
-from tests.store.conftest import reload, start_purchase
-from tests.store.racing import at_once, enqueue, queued_tasks, wait_for_workers
+from tests.orders.racing import at_once, enqueue, queued_tasks, wait_for_workers
+from tests.shop import reload, start_purchase
 
 
 def _hook(live_server) -> str:
@@ -186,7 +186,7 @@ def _process_everywhere(in_processes) -> None:
 
 
 def _run_everywhere(in_processes, row_ids: list[int]) -> list[list[str]]:
-    return in_processes("app.store.webhooks:process_event", [(row_id,) for row_id in row_ids])
+    return in_processes("app.orders.webhooks:process_event", [(row_id,) for row_id in row_ids])
 
 
 def _check_outcomes(outcomes: list[list[str]]) -> None:
@@ -282,7 +282,7 @@ def test_a_payment_reported_twenty_times_at_once_racing_the_return_page_and_the_
 
     def reconciler():
         with app.app_context():
-            return reconcile.reconcile_orders()
+            return pending.reconcile_orders()
 
     return_path = f"/checkout/return/{order.public_id}"
 
@@ -350,12 +350,12 @@ def test_an_event_being_processed_is_left_alone_until_its_claim_expires(live_ser
 
     assert webhooks.process_event(event.id) == "processing"
     assert (reload(order).status, _key(order.api_key_id).tokens_quota) == ("fulfilled", 2_000_000)
-    assert reconcile.reconcile_orders()["events_requeued"] == 0
+    assert pending.reconcile_orders()["events_requeued"] == 0
 
     died = utcnow() - webhooks.CLAIM_LEASE - timedelta(seconds=1)  # that worker was killed
     db.session.execute(db.update(WebhookEvent).where(WebhookEvent.id == event.id).values(claimed_at=died))
     db.session.commit()
-    assert reconcile.reconcile_orders()["events_requeued"] == 1
+    assert pending.reconcile_orders()["events_requeued"] == 1
     assert webhooks.process_event(event.id) == "processed"
     assert (reload(order).status, _key(order.api_key_id).tokens_quota) == ("refunded", 0)
     assert webhooks.process_event(event.id) == "processed"  # a late copy of the task changes nothing

@@ -15,7 +15,7 @@ from flask import current_app
 from app import jobs
 from app.extensions import db
 from app.models import Order, WebhookEvent, utcnow
-from app.store import checkout, fulfilment, paypal, webhooks
+from app.orders import checkout, fulfilment, paypal, webhooks
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from app.store import paypal as pp
+from app.orders import paypal as pp
 from tests.fake_paypal import WEBHOOK_ID
-from tests.store.conftest import paypal_settings
+from tests.shop import paypal_settings
 
 
 @pytest.fixture

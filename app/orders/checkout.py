@@ -16,8 +16,8 @@ from app.billing import accounts
 from app.billing.api_keys import looks_like_key
 from app.extensions import db
 from app.models import ApiKey, Order, utcnow
-from app.store import fulfilment, lostkey, paypal
-from app.store.plans import display_name, get_active_plan
+from app.orders import fulfilment, lostkey, paypal
+from app.orders.plans import display_name, get_active_plan
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from app.billing import accounts
 from app.extensions import db
 from app.models import ApiKey, Order, utcnow
 from app.models.order import Refund
-from app.store.paypal import Capture
+from app.orders.paypal import Capture
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from app.billing.api_keys import hash_key
 from app.extensions import db
 from app.models import ApiKey, Order
 from tests.conftest import wait_until
+from tests.shop import csrf_token, follow_paypal_return, reload, start_purchase
 from tests.smtp_sink import html_of, text_of
-from tests.store.conftest import csrf_token, follow_paypal_return, reload, start_purchase
 
 KEY = re.compile(r"sk-gateway-[A-Za-z0-9]{40}")
 
@@ -138,7 +138,7 @@ def test_bad_email_and_unknown_plan_are_refused_with_a_message(client, paypal, p
 
 
 def test_a_capture_for_another_amount_is_held_for_review_until_an_operator_completes_it(client, paypal, plan):
-    from app.store import checkout
+    from app.orders import checkout
 
     order = start_purchase(client, plan)
     paypal.order(order.paypal_order_id)["amount"] = {"currency_code": "USD", "value": "0.01"}  # tampered order

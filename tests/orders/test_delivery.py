@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from app.extensions import db
 from app.models import Order
-from app.store import delivery
+from app.orders import delivery
+from tests.shop import follow_paypal_return, reload, start_purchase
 from tests.smtp_sink import text_of
-from tests.store.conftest import follow_paypal_return, reload, start_purchase
 
 
 def test_key_email_is_retried_until_smtp_accepts_it_and_sent_once(client, paypal, plan, store_worker, mail):

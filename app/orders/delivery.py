@@ -24,8 +24,8 @@ from app.billing.api_keys import display_prefix
 from app.billing.balances import remaining_tokens
 from app.extensions import db, get_redis
 from app.models import ApiKey, Order, utcnow
-from app.store import fulfilment, lostkey
-from app.store.plans import display_name
+from app.orders import fulfilment, lostkey
+from app.orders.plans import display_name
 
 log = logging.getLogger(__name__)
 

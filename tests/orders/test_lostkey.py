@@ -9,10 +9,10 @@ import requests
 from app.billing.api_keys import hash_key
 from app.extensions import db
 from app.models import ApiKey
-from app.store import lostkey
+from app.orders import lostkey
+from tests.orders.racing import at_once, wait_for_workers
+from tests.shop import _CSRF, csrf_token
 from tests.smtp_sink import text_of
-from tests.store.conftest import _CSRF, csrf_token
-from tests.store.racing import at_once, wait_for_workers
 
 LINK = re.compile(r"http://testserver(/lost-key/confirm/\S+)")
 KEY = re.compile(r"sk-gateway-[A-Za-z0-9]{40}")
@@ -50,7 +50,7 @@ def test_replacement_key_is_emailed_and_the_old_key_stops_working(client, make_k
 
 
 def test_unknown_address_gets_the_same_answer_and_no_email(app, client, make_key, mail):
-    from app.store import delivery
+    from app.orders import delivery
 
     make_key(email="someone@example.com")
     page = _ask(client, "nobody@example.com")
@@ -91,9 +91,9 @@ def test_a_link_used_twenty_times_at_once_replaces_the_key_once_and_sends_one_em
     path = f"/lost-key/confirm/{token}"
     pages: list[int] = []
     processes = in_processes(
-        "tests.store.racing:submit",
+        "tests.orders.racing:submit",
         [(path,)],
-        prepare=("tests.store.racing:browser", (path,)),
+        prepare=("tests.orders.racing:browser", (path,)),
         meanwhile=lambda: pages.extend(at_once([click] * 16)),
     )
     browser.close()

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.models import Order, WebhookEvent, utcnow
-from app.store import checkout, fulfilment, paypal
+from app.orders import checkout, fulfilment, paypal
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from app.extensions import db
 from app.models import ApiKey, Order, utcnow
-from app.store import fulfilment, reconcile
+from app.orders import fulfilment, pending
 from tests.conftest import wait_until
-from tests.store.conftest import reload, start_purchase
+from tests.shop import reload, start_purchase
 
 
 def _age(order: Order, **delta: float) -> None:
@@ -37,7 +37,7 @@ def test_reconcile_captures_an_approved_order_and_leaves_fresh_ones_alone(client
     for order in (stale, fresh):
         paypal.approve(order.paypal_order_id)
     _age(stale, minutes=5)
-    counts = reconcile.reconcile_orders()
+    counts = pending.reconcile_orders()
     assert counts["fulfilled"] == 1
     assert (reload(stale).status, reload(fresh).status) == ("fulfilled", "created")
 
@@ -45,7 +45,7 @@ def test_reconcile_captures_an_approved_order_and_leaves_fresh_ones_alone(client
 def test_reconcile_expires_orders_never_approved(client, paypal, plan):
     order = start_purchase(client, plan)
     _age(order, hours=7)
-    assert reconcile.reconcile_orders()["expired"] == 1
+    assert pending.reconcile_orders()["expired"] == 1
     assert reload(order).status == "expired"
 
 
@@ -54,16 +54,16 @@ def test_reconcile_stops_quietly_when_paypal_is_down(client, paypal, plan):
     paypal.approve(order.paypal_order_id)
     _age(order, minutes=5)
     paypal.fail_next_capture(503)
-    assert reconcile.reconcile_orders()["unreachable"] == 1
+    assert pending.reconcile_orders()["unreachable"] == 1
     assert reload(order).status == "created"
-    assert reconcile.reconcile_orders()["fulfilled"] == 1  # the next run
+    assert pending.reconcile_orders()["fulfilled"] == 1  # the next run
 
 
 def test_delivered_key_is_wiped_after_the_reveal_window(app, client, paypal, plan):
     order = start_purchase(client, plan)
     paypal.capture_without_return(order.paypal_order_id)
     _age(order, minutes=5)
-    reconcile.reconcile_orders()
+    pending.reconcile_orders()
     order = reload(order)
     assert order.key_ciphertext  # kept: the buyer may still come back to the page
     db.session.execute(db.update(Order).where(Order.id == order.id).values(emailed_at=utcnow()))
