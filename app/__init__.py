@@ -49,6 +49,7 @@ def init_logging(app: Flask) -> None:
 def init_extensions(app: Flask) -> None:
     from app import i18n
     from app.extensions import celery_init_app, csrf, db, init_redis, init_relay, login_manager, migrate
+    from app.routing.routes import init_routes
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
@@ -57,6 +58,7 @@ def init_extensions(app: Flask) -> None:
     i18n.init_app(app)
     init_redis(app)
     init_relay(app)
+    init_routes(app)
     celery_init_app(app)
 
 

@@ -177,7 +177,7 @@ def models_set(
     enable: bool | None,
 ) -> None:
     """Create or change a public model route."""
-    from app.billing import catalog
+    from app.routing import catalog
 
     try:
         route = catalog.set_route(
@@ -214,7 +214,7 @@ def upstreams_list() -> None:
 @click.option("--api-key", help="Stored encrypted; never shown again.")
 @click.option("--enable/--disable", default=None)
 def upstreams_set(name: str, base_url: str | None, api_key: str | None, enable: bool | None) -> None:
-    from app.billing import catalog
+    from app.routing import catalog
 
     try:
         upstream = catalog.set_upstream(name, base_url=base_url, api_key=api_key, enabled=enable)

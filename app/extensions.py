@@ -13,6 +13,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
 
+from app.relay.upstream import make_pool
+
 # Stable constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
 _NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -66,9 +68,5 @@ def celery_init_app(app: Flask) -> Celery:
 
 
 def init_relay(app: Flask) -> None:
-    """The shared upstream connection pool and the per-app model routes cache."""
-    from app.billing.routes import RouteCache
-    from app.relay.upstream import make_pool
-
+    """The shared upstream connection pool."""
     app.extensions["relay_pool"] = make_pool(app.config["RELAY_POOL_SIZE"])
-    app.extensions["routes"] = RouteCache(max_age=None if app.config.get("REDIS_URL") else 3.0)

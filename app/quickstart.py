@@ -15,7 +15,7 @@ from flask import current_app
 from app.billing import accounts
 from app.billing.api_keys import hash_key
 from app.extensions import db
-from app.models import AdminUser, ApiKey
+from app.models import AdminUser, ApiKey, Upstream
 from app.relay.demo import is_demo
 
 QUICKSTART_TOKENS = 1_000_000
@@ -51,8 +51,6 @@ def _admin_line() -> str:
 
 
 def _is_demo_upstream() -> bool:
-    from app.models import Upstream
-
     upstream = db.session.execute(db.select(Upstream).order_by(Upstream.id)).scalars().first()
     if upstream is None:
         return True

@@ -18,8 +18,9 @@ import redis as redis_lib
 from werkzeug.serving import make_server
 
 from app import create_app
-from app.billing import accounts, catalog
+from app.billing import accounts
 from app.extensions import db as _db
+from app.routing import catalog
 from config import TestingConfig
 from tests.fake_deepseek import FakeDeepSeek, FakeServer
 

@@ -24,6 +24,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.admin.formatting import thousands
+from app.models import utcnow
 
 MAX_TOKENS = 10**12
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -75,8 +76,6 @@ class KeyCreateForm(KeyEditForm):
     tokens = _whole(_l("Tokens"), 0, MAX_TOKENS, required=True)
 
     def validate_expires(self, field: DateField) -> None:
-        from app.models import utcnow
-
         if field.data and field.data <= utcnow().date():
             raise ValidationError(_l("The expiry date must be in the future."))
 

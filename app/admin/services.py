@@ -9,12 +9,12 @@ from typing import Any
 
 from flask import current_app
 
-from app.billing import catalog
 from app.extensions import db, get_redis
 from app.models import Order, Plan, Upstream, utcnow
 from app.orders import checkout
 from app.relay.account import AccountCheck, Balance, check_account
 from app.relay.demo import is_demo
+from app.routing import catalog
 
 CHECK_TTL = 7 * 86400
 

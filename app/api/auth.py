@@ -7,11 +7,12 @@ import time
 from flask import current_app, g, request
 
 from app.api.errors import invalid_key
-from app.billing import keys, quota, routes
+from app.billing import keys, quota
 from app.billing.api_keys import mask
 from app.billing.errors import InvalidKey
 from app.billing.keys import KeyInfo
 from app.extensions import get_redis
+from app.routing import routes
 
 
 def presented_key() -> str | None:

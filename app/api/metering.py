@@ -16,8 +16,8 @@ from app.billing.errors import QuotaExceeded, RateLimited
 from app.billing.keys import KeyInfo
 from app.billing.metering import Meter
 from app.billing.pricing import Multipliers
-from app.billing.routes import RouteInfo
 from app.extensions import get_redis
+from app.routing.routes import RouteInfo
 
 
 def multipliers_of(route: RouteInfo) -> Multipliers:

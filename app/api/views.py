@@ -15,7 +15,6 @@ from app.api.chat_request import ChatRequest, parse_chat_request
 from app.api.errors import ApiError, upstream_error
 from app.billing.keys import KeyInfo
 from app.billing.metering import Meter
-from app.billing.routes import RouteInfo
 from app.extensions import get_redis
 from app.relay.completion import JsonRelay
 from app.relay.demo import DemoResponse, is_demo
@@ -24,6 +23,7 @@ from app.relay.pending import open_watching_client
 from app.relay.stream import CLIENT_CLOSED, DONE, RelayOptions, StreamRelay
 from app.relay.upstream import UpstreamTarget, build_body, open_upstream
 from app.relay.watchdog import get_watchdog
+from app.routing.routes import RouteInfo
 
 bp = Blueprint("api", __name__)
 

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from app.billing import ledger, quota
 from app.extensions import db, get_redis
+from app.models import ModelRoute
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,6 @@ def key_report(row: Any, *, default_rpm: int, all_models: Iterable[str], now: da
 
 
 def enabled_models() -> list[str]:
-    from app.models import ModelRoute
-
     return sorted(db.session.execute(db.select(ModelRoute.public_id).where(ModelRoute.enabled)).scalars())
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from app.billing.api_keys import hash_key
 from app.billing.errors import InvalidKey
+from app.extensions import db
+from app.models import ApiKey
 
 _MISSING = b"-"
 _MISSING_TTL = 60
@@ -58,9 +60,6 @@ def _timestamp(value: datetime) -> float:
 
 
 def _load_from_sql(key_hash: str) -> KeyInfo | None:
-    from app.extensions import db
-    from app.models import ApiKey
-
     row = db.session.execute(db.select(ApiKey).filter_by(key_hash=key_hash)).scalar_one_or_none()
     info = key_info_from_row(row) if row is not None else None
     db.session.rollback()  # read-only; do not hold a transaction open for the rest of a stream

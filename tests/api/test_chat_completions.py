@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 
-from app.billing import catalog
+from app.routing import catalog
 from tests.api.helpers import chat_body, content_of, json_events, post_stream, read_sse
 from tests.conftest import UPSTREAM_SECRET
 from tests.fake_deepseek import WORDS

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 import openai
 import pytest
 
-from app.billing import accounts, catalog
+from app.billing import accounts
+from app.routing import catalog
 from tests.api.helpers import chat_body
 from tests.conftest import UPSTREAM_SECRET, free_port
 

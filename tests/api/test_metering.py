@@ -8,11 +8,12 @@ import time
 import pytest
 import requests
 
-from app.billing import accounts, catalog, quota, reconcile, tokenizer
+from app.billing import accounts, quota, reconcile, tokenizer
 from app.extensions import db
 from app.models import ApiKey, ModelRoute, UsageRecord
 from app.relay.bounds import prompt_token_bound
 from app.relay.usage import estimate_prompt_tokens
+from app.routing import catalog
 from tests.api.helpers import chat_body, open_raw_stream, post_stream, read_sse
 from tests.conftest import wait_until
 from tests.fake_deepseek import prompt_tokens_of

@@ -17,7 +17,7 @@ def test_retrieve_one_model(client, api_key):
 
 
 def test_disabled_route_disappears_at_once(client, api_key):
-    from app.billing import catalog
+    from app.routing import catalog
 
     catalog.set_route("deepseek-v4-pro", enabled=False)
     data = client.get("/v1/models", headers={"Authorization": f"Bearer {api_key}"}).json

@@ -15,9 +15,9 @@ from werkzeug.wrappers import Response
 from app.admin import audit, queries, services
 from app.admin.blueprint import bp
 from app.admin.forms import RouteForm, UpstreamForm
-from app.billing import catalog
 from app.extensions import db
 from app.models import ModelRoute, Upstream, utcnow
+from app.routing import catalog
 
 
 @bp.get("/upstreams")

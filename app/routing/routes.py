@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import secretbox
+from app.extensions import db
+from app.models import ModelRoute, Upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +39,6 @@ def bump_generation(redis: Any, prefix: str) -> None:
 
 
 def load_routes(secret_key: str, fallback_api_key: str | None) -> dict[str, RouteInfo]:
-    from app.extensions import db
-    from app.models import ModelRoute, Upstream
-
     rows = db.session.execute(
         db.select(ModelRoute, Upstream).join(Upstream).where(ModelRoute.enabled, Upstream.enabled)
     ).all()
@@ -94,3 +93,9 @@ class RouteCache:
 
     def clear(self) -> None:
         self._generation = None
+
+
+def init_routes(app: Any) -> None:
+    """The per-app routes cache. Embedded mode has no shared generation counter a CLI change could
+    bump in the server's memory, so the table also ages out after 3 s there."""
+    app.extensions["routes"] = RouteCache(max_age=None if app.config.get("REDIS_URL") else 3.0)

@@ -7,9 +7,9 @@ from typing import Any
 from flask import current_app
 
 from app import secretbox
-from app.billing.routes import bump_generation
 from app.extensions import db, get_redis
 from app.models import ModelRoute, Upstream
+from app.routing.routes import bump_generation
 
 DEFAULT_UPSTREAM = "deepseek"
 DEFAULT_ROUTES = (
