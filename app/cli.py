@@ -13,7 +13,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from app.billing import accounts
+from app.billing import key_lifecycle
 from app.extensions import db
 
 keys_cli = AppGroup("keys", help="Issue and manage client API keys.")
@@ -51,8 +51,8 @@ def _date(value: str | None) -> datetime | None:
 
 def _find(reference: str) -> Any:
     try:
-        return accounts.find_key(reference)
-    except accounts.KeyNotFound:
+        return key_lifecycle.find_key(reference)
+    except key_lifecycle.KeyNotFound:
         raise click.ClickException(f"no key matches {reference!r} (give the full key, its id or its prefix)") from None
 
 
@@ -70,7 +70,7 @@ def keys_create(
     """Create a key; the key alone is printed on the last line."""
     if tokens < 0:
         raise click.UsageError("--tokens must not be negative")
-    row, plaintext = accounts.create_key(
+    row, plaintext = key_lifecycle.create_key(
         tokens=tokens,
         name=name,
         rpm=_positive(rpm, "--rpm"),
@@ -84,10 +84,10 @@ def keys_create(
 
 
 def key_fields(row: Any) -> dict[str, Any]:
-    from app.billing import balances
+    from app.billing import statements
 
     # The same live figures as GET /api/key (settled usage not yet in SQL included).
-    report = balances.key_report(row, default_rpm=current_app.config["KEY_DEFAULT_RPM"], all_models=_route_ids())
+    report = statements.key_report(row, default_rpm=current_app.config["KEY_DEFAULT_RPM"], all_models=_route_ids())
     return {
         "id": row.id,
         "prefix": row.prefix,
@@ -131,7 +131,7 @@ def keys_show(key: str, as_json: bool) -> None:
 @keys_cli.command("revoke")
 @click.argument("key")
 def keys_revoke(key: str) -> None:
-    row = accounts.revoke_key(_find(key))
+    row = key_lifecycle.revoke_key(_find(key))
     click.echo(f"Revoked key #{row.id} ({row.prefix}).")
 
 
@@ -141,7 +141,7 @@ def keys_revoke(key: str) -> None:
 def keys_topup(key: str, tokens: int) -> None:
     if tokens <= 0:
         raise click.UsageError("--tokens must be a positive whole number")
-    row = accounts.topup_key(_find(key), tokens)
+    row = key_lifecycle.topup_key(_find(key), tokens)
     click.echo(f"Added {tokens:,} tokens to key #{row.id} ({row.prefix}); quota is now {row.tokens_quota:,}.")
 
 

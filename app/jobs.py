@@ -52,12 +52,12 @@ def _send(name: str, *args: Any) -> None:
         celery.send_task(name, args=args)
 
 
-def record_usage(record: dict[str, Any]) -> None:
+def enqueue_usage_record(record: dict[str, Any]) -> None:
     """Queue one usage record (plain values, no secrets) for the durable ledger."""
     _send(RECORD_USAGE, record)
 
 
-def drain_usage(delay: float = 0.0) -> None:
+def enqueue_usage_drain(delay: float = 0.0) -> None:
     """Wake the worker (after `delay` seconds) to move the usage records queued in Redis into SQL."""
     celery = current_app.extensions["celery"]
     if celery.conf.task_always_eager:
@@ -71,20 +71,20 @@ def runs_in_process() -> bool:
     return bool(current_app.extensions["celery"].conf.task_always_eager)
 
 
-def process_paypal_webhook(event_row_id: int) -> None:
+def enqueue_paypal_webhook(event_row_id: int) -> None:
     """Queue a stored PayPal webhook event (by its row id) for processing."""
     _send(PAYPAL_WEBHOOK, event_row_id)
 
 
-def send_order_email(order_id: int) -> None:
+def enqueue_order_email(order_id: int) -> None:
     """Queue the new-key or top-up email of a fulfilled order. The key is read, encrypted, from the row."""
     _send(EMAIL_ORDER, order_id)
 
 
-def send_lost_key_link(email: str, locale: str) -> None:
+def enqueue_lost_key_link(email: str, locale: str) -> None:
     _send(EMAIL_LOST_KEY_LINK, email, locale)
 
 
-def send_replacement_key(key_id: int, key_ciphertext: str, locale: str) -> None:
+def enqueue_replacement_key(key_id: int, key_ciphertext: str, locale: str) -> None:
     """`key_ciphertext` is app.secretbox output: the task payload never holds a readable key."""
     _send(EMAIL_REPLACEMENT_KEY, key_id, key_ciphertext, locale)

@@ -12,8 +12,8 @@ import secrets
 import click
 from flask import current_app
 
-from app.billing import accounts
-from app.billing.api_keys import hash_key
+from app.billing import key_lifecycle
+from app.billing.key_format import hash_key
 from app.extensions import db
 from app.models import AdminUser, ApiKey, Upstream
 from app.relay.demo import is_demo
@@ -30,7 +30,7 @@ def _quickstart_key() -> str:
         row = db.session.execute(db.select(ApiKey).filter_by(key_hash=hash_key(key))).scalar_one_or_none()
         if row is not None and row.status == "active":
             return key
-    _row, key = accounts.create_key(tokens=QUICKSTART_TOKENS, name="quickstart")
+    _row, key = key_lifecycle.create_key(tokens=QUICKSTART_TOKENS, name="quickstart")
     os.makedirs(current_app.instance_path, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

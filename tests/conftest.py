@@ -18,7 +18,7 @@ import redis as redis_lib
 from werkzeug.serving import make_server
 
 from app import create_app
-from app.billing import accounts
+from app.billing import key_lifecycle
 from app.extensions import db as _db
 from app.routing import catalog
 from config import TestingConfig
@@ -109,7 +109,7 @@ def runner(app: Any) -> Any:
 @pytest.fixture
 def make_key(app: Any) -> Any:
     def make(tokens: int = 1_000_000, **kwargs: Any) -> tuple[Any, str]:
-        return accounts.create_key(tokens=tokens, **kwargs)
+        return key_lifecycle.create_key(tokens=tokens, **kwargs)
 
     return make
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from app.billing.api_keys import looks_like_key
+from app.billing.key_format import looks_like_key
 from app.models import ApiKey, ModelRoute
 from tests.conftest import ROOT, subprocess_env
 

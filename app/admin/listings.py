@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Select, and_, func, or_
 
 from app.admin.queries import active_key_condition, attention_condition
-from app.billing.api_keys import hash_key
+from app.billing.key_format import hash_key
 from app.extensions import db
 from app.models import ApiKey, AuditLog, ModelRoute, Order, UsageRecord, WebhookEvent
 

@@ -12,7 +12,7 @@ from flask import current_app
 from app.extensions import db, get_redis
 from app.models import Order, Plan, Upstream, utcnow
 from app.orders import checkout
-from app.relay.account import AccountCheck, Balance, check_account
+from app.relay.account import AccountBalance, AccountCheck, check_account
 from app.relay.demo import is_demo
 from app.routing import catalog
 
@@ -93,7 +93,7 @@ def last_check(upstream_id: int) -> StoredCheck | None:
     data: dict[str, Any] = json.loads(raw)
     checked_at = datetime.fromisoformat(data.pop("checked_at"))
     data["models"] = tuple(data.get("models") or ())
-    data["balances"] = tuple(Balance(**b) for b in data.get("balances") or ())
+    data["balances"] = tuple(AccountBalance(**b) for b in data.get("balances") or ())
     return StoredCheck(AccountCheck(**data), checked_at)
 
 
@@ -125,4 +125,4 @@ def complete_order(order_id: int) -> Order:
 def resend_key(order_id: int) -> None:
     """Replace the order's key and email the new one to the buyer (the old one stops working).
     A repeat within a minute (a double click, a resubmitted form) raises instead: one new key, one email."""
-    checkout.send_replacement_key(order_id)
+    checkout.replace_order_key(order_id)

@@ -7,10 +7,10 @@ import time
 from flask import current_app, g, request
 
 from app.api.errors import invalid_key
-from app.billing import keys, quota
-from app.billing.api_keys import mask
+from app.billing import key_lookup, quota
 from app.billing.errors import InvalidKey
-from app.billing.keys import KeyInfo
+from app.billing.key_format import mask
+from app.billing.key_lookup import KeyInfo
 from app.extensions import get_redis
 from app.routing import routes
 
@@ -29,7 +29,7 @@ def current_key() -> KeyInfo:
     config = current_app.config
     try:
         prefix = config["BILLING_REDIS_PREFIX"]
-        key, (generation,) = keys.authenticate(
+        key, (generation,) = key_lookup.authenticate(
             get_redis(),
             prefix,
             presented,

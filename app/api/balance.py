@@ -17,9 +17,9 @@ from flask import Blueprint, Response, current_app
 from app.api import metering
 from app.api.auth import current_key, presented_key
 from app.api.errors import invalid_key
-from app.billing import balances, keys, pricing, quota
-from app.billing.api_keys import hash_key, mask
+from app.billing import key_lookup, pricing, quota, statements
 from app.billing.errors import InvalidKey
+from app.billing.key_format import hash_key, mask
 from app.extensions import db, get_redis
 from app.models import ApiKey
 
@@ -36,8 +36,8 @@ def _tag_response(response: Response) -> Response:
 def key_balance() -> Response:
     """The key's live balance and limits; also for a revoked or expired key, whose status says so."""
     row = _presented_row()
-    report = balances.key_report(
-        row, default_rpm=current_app.config["KEY_DEFAULT_RPM"], all_models=balances.enabled_models()
+    report = statements.key_report(
+        row, default_rpm=current_app.config["KEY_DEFAULT_RPM"], all_models=statements.enabled_models()
     )
     return _json(report)
 
@@ -47,7 +47,7 @@ def key_balance() -> Response:
 def billing_subscription() -> Response:
     key = current_key()
     metering.peek_rate_limit(key)
-    balance = balances.live_balance(_row(key.id))
+    balance = statements.live_balance(_row(key.id))
     limit = pricing.legacy_dollars(balance.remaining + balance.used, _tokens_per_dollar())
     return _json(
         {
@@ -66,7 +66,7 @@ def billing_subscription() -> Response:
 def billing_usage() -> Response:
     key = current_key()
     metering.peek_rate_limit(key)
-    balance = balances.live_balance(_row(key.id))
+    balance = statements.live_balance(_row(key.id))
     # In cents, as OpenAI's old endpoint had it.
     return _json({"object": "list", "total_usage": pricing.legacy_dollars(balance.used * 100, _tokens_per_dollar())})
 
@@ -77,7 +77,7 @@ def _presented_row() -> ApiKey:
         raise invalid_key(InvalidKey("missing"))
     config = current_app.config
     ttl = quota.key_cache_seconds(config)
-    info, _ = keys.lookup(get_redis(), config["BILLING_REDIS_PREFIX"], hash_key(presented), ttl)
+    info, _ = key_lookup.lookup(get_redis(), config["BILLING_REDIS_PREFIX"], hash_key(presented), ttl)
     if info is None:
         raise invalid_key(InvalidKey("unknown"), mask(presented))
     return _row(info.id)

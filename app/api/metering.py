@@ -13,7 +13,7 @@ from app.api.chat_request import ChatRequest
 from app.api.errors import ApiError, quota_exceeded, rate_limited
 from app.billing import metering, ratelimit
 from app.billing.errors import QuotaExceeded, RateLimited
-from app.billing.keys import KeyInfo
+from app.billing.key_lookup import KeyInfo
 from app.billing.metering import Meter
 from app.billing.pricing import Multipliers
 from app.extensions import get_redis

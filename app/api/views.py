@@ -13,7 +13,7 @@ from app.api import metering
 from app.api.auth import current_key
 from app.api.chat_request import ChatRequest, parse_chat_request
 from app.api.errors import ApiError, upstream_error
-from app.billing.keys import KeyInfo
+from app.billing.key_lookup import KeyInfo
 from app.billing.metering import Meter
 from app.extensions import get_redis
 from app.relay.completion import JsonRelay

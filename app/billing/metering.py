@@ -22,9 +22,9 @@ from flask import Flask, current_app, has_app_context
 from redis.exceptions import RedisError
 
 from app import jobs
-from app.billing import balances, ledger, pricing, quota, ratelimit, tokenizer
+from app.billing import ledger, pricing, quota, ratelimit, statements, tokenizer
 from app.billing.errors import QuotaExceeded, RateLimited
-from app.billing.keys import KeyInfo
+from app.billing.key_lookup import KeyInfo
 from app.billing.ledger import UsageEntry
 from app.billing.pricing import Multipliers
 from app.extensions import get_redis
@@ -113,7 +113,7 @@ def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
 
 def _admit(key: KeyInfo, request_id: str, ask: quota.Ask) -> quota.Decision:
     return quota.admit(
-        get_redis(), _prefix(), key.id, request_id, ask, lambda: balances.sql_totals(key.id), _cache_seconds()
+        get_redis(), _prefix(), key.id, request_id, ask, lambda: statements.sql_totals(key.id), _cache_seconds()
     )
 
 
@@ -171,7 +171,7 @@ class Meter:
                     (missing + step) * self._multiplier,
                     missing * self._multiplier,
                     _hold_ms(),
-                    lambda: balances.sql_totals(settlement.key_id),
+                    lambda: statements.sql_totals(settlement.key_id),
                     _cache_seconds(),
                 )
             except RedisError:
@@ -306,7 +306,7 @@ def _wake_drain() -> None:
     if delay is None:
         return
     try:
-        jobs.drain_usage(delay)
+        jobs.enqueue_usage_drain(delay)
     except Exception:  # noqa: BLE001 - the record is safe in the outbox; the beat drains it
         log.warning("could not wake the usage worker", exc_info=True)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from app.billing import accounts
-from app.billing.api_keys import looks_like_key
+from app.billing import key_lifecycle
+from app.billing.key_format import looks_like_key
 from app.extensions import db
 from app.models import ApiKey, Order, utcnow
 from app.orders import fulfilment, lostkey, paypal
@@ -54,8 +54,8 @@ def _key_to_top_up(key_text: str) -> ApiKey:
     if not looks_like_key(key_text):
         raise CheckoutError("key")
     try:
-        row = accounts.find_key(key_text)
-    except accounts.KeyNotFound:
+        row = key_lifecycle.find_key(key_text)
+    except key_lifecycle.KeyNotFound:
         raise CheckoutError("key") from None
     if row.status != "active":
         raise CheckoutError("key_revoked")
@@ -217,7 +217,7 @@ def fulfil_order(order_id: int) -> Order:
     return order
 
 
-def send_replacement_key(order_id: int) -> None:
+def replace_order_key(order_id: int) -> None:
     """Give the order's key a new secret and email it to the purchase address; the old key stops
     working. Raises AlreadyDone for a repeat within lostkey.RESEND_SECONDS (a double click, a
     resubmitted form) or after a racing lost-key link: one new key and one email, not one per click."""

@@ -20,8 +20,8 @@ from flask_babel import force_locale
 from flask_babel import lazy_gettext as _l
 
 from app import mailer, secretbox
-from app.billing.api_keys import display_prefix
-from app.billing.balances import remaining_tokens
+from app.billing.key_format import display_prefix
+from app.billing.statements import remaining_tokens
 from app.extensions import db, get_redis
 from app.models import ApiKey, Order, utcnow
 from app.orders import fulfilment, lostkey

@@ -20,7 +20,7 @@ from sqlalchemy import case, or_
 from sqlalchemy.exc import IntegrityError
 
 from app import jobs, secretbox
-from app.billing import accounts
+from app.billing import key_lifecycle
 from app.extensions import db
 from app.models import ApiKey, Order, utcnow
 from app.models.order import Refund
@@ -83,10 +83,10 @@ def _fulfil_once(order_id: int, capture_id: str | None, allowed: tuple[str, ...]
     key = _credit(order, now)
     db.session.commit()  # the status change and the tokens land together, or neither does
     if order.kind == "topup":
-        accounts.credit_live(key, order.tokens)
-        accounts.refresh_live_state(key)
+        key_lifecycle.credit_live(key, order.tokens)
+        key_lifecycle.refresh_live_state(key)
     log.info("order %s fulfilled: %s tokens on key #%s", order.public_id, order.tokens, key.id)
-    jobs.send_order_email(order.id)
+    jobs.enqueue_order_email(order.id)
     return True
 
 
@@ -95,14 +95,14 @@ def _credit(order: Order, now: datetime) -> ApiKey:
     expires = now + timedelta(days=plan.valid_days) if plan.valid_days else None
     if order.kind == "topup":
         key = _locked(ApiKey, order.api_key_id)  # another order may be extending its expiry right now
-        accounts.topup_key(key, order.tokens, commit=False)
+        key_lifecycle.topup_key(key, order.tokens, commit=False)
         if key.status != "active":
             order.flagged = True
             order.note = f"topped up a key that is {key.status}"
         if expires and key.expires_at is not None:
             key.expires_at = max(key.expires_at, now) + timedelta(days=plan.valid_days)
         return key
-    key, plaintext = accounts.create_key(
+    key, plaintext = key_lifecycle.create_key(
         tokens=order.tokens,
         name=f"order {order.public_id[:8]}",
         rpm=plan.rpm,
@@ -164,7 +164,7 @@ def apply_refund(order_id: int, refund_id: str, kind: str, refund_cents: int) ->
     db.session.execute(db.update(Order).where(Order.id == order_id).values(**values))
     db.session.commit()
     if paid and key_id:
-        accounts.forget_live_quota(key_id)
+        key_lifecycle.forget_live_quota(key_id)
     return True
 
 
@@ -172,7 +172,7 @@ def _take_back(order: Order, refund_id: str, kind: str, refund_cents: int) -> di
     """Inside apply_refund's transaction, with the order locked: its tokens_revoked is exact here."""
     share = refund_share(order.tokens, order.amount_cents, refund_cents)
     wanted = max(0, min(share, order.tokens - order.tokens_revoked))
-    taken = accounts.take_back_tokens(order.api_key_id, wanted, commit=False) if order.api_key_id else 0
+    taken = key_lifecycle.take_back_tokens(order.api_key_id, wanted, commit=False) if order.api_key_id else 0
     db.session.execute(db.update(Refund).where(Refund.paypal_refund_id == refund_id).values(tokens_taken=taken))
     note = f"{kind} {refund_cents / 100:.2f} {order.currency}: took back {taken:,} of {wanted:,} tokens"
     if taken < wanted:

@@ -12,7 +12,7 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from app import jobs, secretbox
-from app.billing import accounts
+from app.billing import key_lifecycle
 from app.extensions import db, get_redis
 from app.models import ApiKey
 
@@ -37,7 +37,7 @@ def request_link(email: str, locale: str) -> None:
     prefix = current_app.config["BILLING_REDIS_PREFIX"]
     if not get_redis().set(f"{prefix}:lostkey:{email.lower()}", "1", nx=True, ex=600):
         return
-    jobs.send_lost_key_link(email, locale)
+    jobs.enqueue_lost_key_link(email, locale)
 
 
 def make_token(key: ApiKey) -> str:
@@ -70,11 +70,11 @@ def replace(key: ApiKey, locale: str) -> bool:
 
     False, and nothing sent, when the key's secret changed since `key` was read: the replacement
     that won sends its own email."""
-    plaintext = accounts.replace_key(key)
+    plaintext = key_lifecycle.replace_key(key)
     if plaintext is None:
         return False
     ciphertext = secretbox.encrypt(plaintext, current_app.config["SECRET_KEY"])
-    jobs.send_replacement_key(key.id, ciphertext, locale)
+    jobs.enqueue_replacement_key(key.id, ciphertext, locale)
     return True
 
 

@@ -94,7 +94,7 @@ def _requeue_emails(now: datetime) -> int:
     ).scalars()
     count = 0
     for order_id in ids:
-        jobs.send_order_email(order_id)
+        jobs.enqueue_order_email(order_id)
         count += 1
     return count
 
@@ -105,6 +105,6 @@ def _requeue_events(now: datetime) -> int:
     ).scalars()
     count = 0
     for row_id in ids:
-        jobs.process_paypal_webhook(row_id)
+        jobs.enqueue_paypal_webhook(row_id)
         count += 1
     return count

@@ -23,7 +23,7 @@ class AccountError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Balance:
+class AccountBalance:
     currency: str
     total: str  # decimal strings exactly as the upstream sent them; never floats
     granted: str
@@ -36,7 +36,7 @@ class AccountCheck:
     latency_ms: int
     models: tuple[str, ...] = ()
     available: bool | None = None  # DeepSeek's is_available; None when there is no balance endpoint
-    balances: tuple[Balance, ...] = ()
+    balances: tuple[AccountBalance, ...] = ()
     error: str = ""
 
 
@@ -82,11 +82,11 @@ def _balance_urls(base_url: str) -> list[str]:
     return urls
 
 
-def _parse_balance(payload: Any) -> tuple[bool | None, tuple[Balance, ...]]:
+def _parse_balance(payload: Any) -> tuple[bool | None, tuple[AccountBalance, ...]]:
     if not isinstance(payload, dict) or not isinstance(payload.get("balance_infos"), list):
         raise AccountError("the balance answer has no balance_infos")
     balances = tuple(
-        Balance(
+        AccountBalance(
             currency=str(info.get("currency", "")),
             total=str(info.get("total_balance", "")),
             granted=str(info.get("granted_balance", "")),
@@ -101,7 +101,7 @@ def _parse_balance(payload: Any) -> tuple[bool | None, tuple[Balance, ...]]:
 
 def fetch_balance(
     pool: urllib3.PoolManager, base_url: str, api_key: str, timeout: float = 8.0
-) -> tuple[bool | None, tuple[Balance, ...]]:
+) -> tuple[bool | None, tuple[AccountBalance, ...]]:
     """(is_available, balances); (None, ()) when the upstream has no balance endpoint (404)."""
     for url in _balance_urls(base_url):
         status, payload = _get(pool, url, api_key, timeout)

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from flask import current_app
 
-from app.billing import accounts, balances
-from app.billing.api_keys import looks_like_key
+from app.billing import key_lifecycle, statements
+from app.billing.key_format import looks_like_key
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
 
@@ -31,15 +31,15 @@ def find_active_or_any(key_text: str) -> ApiKey | None:
     if not looks_like_key(key_text):
         return None
     try:
-        return accounts.find_key(key_text)
-    except accounts.KeyNotFound:
+        return key_lifecycle.find_key(key_text)
+    except key_lifecycle.KeyNotFound:
         return None
 
 
 def summarise(row: ApiKey, now: datetime | None = None) -> KeySummary:
     """The live figures (usage settled in Redis but not yet in SQL included), as GET /api/key has them."""
-    report = balances.key_report(
-        row, default_rpm=current_app.config["KEY_DEFAULT_RPM"], all_models=balances.enabled_models(), now=now
+    report = statements.key_report(
+        row, default_rpm=current_app.config["KEY_DEFAULT_RPM"], all_models=statements.enabled_models(), now=now
     )
     return KeySummary(
         prefix=row.prefix,

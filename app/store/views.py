@@ -13,7 +13,7 @@ from flask_babel import get_locale, refresh
 from flask_babel import lazy_gettext as _l
 
 from app import jobs
-from app.billing.balances import remaining_tokens
+from app.billing.statements import remaining_tokens
 from app.extensions import csrf, db
 from app.i18n import LANG_COOKIE
 from app.models import ApiKey, Order
@@ -243,5 +243,5 @@ def paypal_webhook() -> tuple[dict[str, Any], int]:
         return {"error": "signature verification failed"}, 400
     row_id, queue = webhooks.store_event(event)
     if queue:
-        jobs.process_paypal_webhook(row_id)
+        jobs.enqueue_paypal_webhook(row_id)
     return {"ok": True}, 200

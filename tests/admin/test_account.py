@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib3
 
-from app.relay.account import Balance, check_account
+from app.relay.account import AccountBalance, check_account
 from tests.admin.loopback import serve
 from tests.conftest import free_port
 
@@ -29,7 +29,7 @@ def test_check_reads_models_and_the_deepseek_balance(fake_server):
     assert result.ok and not result.error
     assert {"deepseek-v4-flash", "deepseek-v4-pro"} <= set(result.models)
     assert result.available is True
-    assert result.balances == (Balance(currency="USD", total="12.34", granted="0.00", topped_up="12.34"),)
+    assert result.balances == (AccountBalance(currency="USD", total="12.34", granted="0.00", topped_up="12.34"),)
 
 
 def test_balance_is_found_at_the_root_when_the_base_url_ends_in_v1():

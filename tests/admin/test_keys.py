@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from app.billing.api_keys import hash_key
+from app.billing.key_format import hash_key
 from app.extensions import db
 from app.models import ApiKey, AuditLog, utcnow
 from tests.admin.conftest import add_usage

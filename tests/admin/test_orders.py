@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from app.billing.api_keys import hash_key
+from app.billing.key_format import hash_key
 from app.extensions import db
 from app.models import ApiKey, AuditLog, Order, Plan, WebhookEvent, utcnow
 from tests.admin.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_from

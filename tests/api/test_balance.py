@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from app.billing import accounts
+from app.billing import key_lifecycle
 from tests.api.helpers import chat_body
 from tests.fake_deepseek import prompt_tokens_of
 
@@ -44,7 +44,7 @@ def test_api_key_reports_the_live_balance(client, make_key, fake):
 
 def test_api_key_shows_a_revoked_key_as_revoked(client, make_key):
     row, key = make_key(1000, rpm=7, models=["deepseek-v4-pro"])
-    accounts.revoke_key(row)
+    key_lifecycle.revoke_key(row)
     report = client.get("/api/key", headers=auth(key)).get_json()
     assert (report["status"], report["rpm"], report["models"]) == ("revoked", 7, ["deepseek-v4-pro"])
 
@@ -87,7 +87,7 @@ def test_balance_look_ups_do_not_count_against_the_rate_limit(client, make_key):
 
 def test_legacy_endpoints_refuse_a_revoked_key(client, make_key):
     row, key = make_key(1000)
-    accounts.revoke_key(row)
+    key_lifecycle.revoke_key(row)
     response = client.get("/v1/dashboard/billing/subscription", headers=auth(key))
     assert response.status_code == 401
 

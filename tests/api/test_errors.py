@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import openai
 import pytest
 
-from app.billing import accounts
+from app.billing import key_lifecycle
 from app.routing import catalog
 from tests.api.helpers import chat_body
 from tests.conftest import UPSTREAM_SECRET, free_port
@@ -46,7 +46,7 @@ def test_unknown_key_is_masked(client):
 
 def test_revoked_key(client, make_key):
     row, key = make_key()
-    accounts.revoke_key(row)
+    key_lifecycle.revoke_key(row)
     error = assert_error(post(client, key), 401, "invalid_api_key", reason="API Key Revoked")
     assert "revoked" in error["message"]
 
@@ -60,7 +60,7 @@ def test_expired_key(client, make_key):
 def test_revoke_takes_effect_on_next_request(client, make_key, fake):
     row, key = make_key()
     assert post(client, key).status_code == 200
-    accounts.revoke_key(row)
+    key_lifecycle.revoke_key(row)
     assert post(client, key).status_code == 401
 
 

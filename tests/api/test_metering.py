@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from app.billing import accounts, quota, reconcile, tokenizer
+from app.billing import key_lifecycle, quota, reconcile, tokenizer
 from app.extensions import db
 from app.models import ApiKey, ModelRoute, UsageRecord
 from app.relay.bounds import prompt_token_bound
@@ -118,7 +118,7 @@ def test_out_of_tokens_is_402_insufficient_quota(app, client, redis, make_key, f
 def test_top_up_takes_effect_on_the_next_request(app, client, make_key, fake):
     row, key = make_key(5)
     assert post(client, key, chat_body()).status_code == 402
-    accounts.topup_key(row, 1000)
+    key_lifecycle.topup_key(row, 1000)
     assert post(client, key, chat_body()).status_code == 200
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app.billing import balances, ledger, quota, reconcile
+from app.billing import ledger, quota, reconcile, statements
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
 from app.relay.bounds import prompt_token_bound
@@ -54,7 +54,7 @@ def test_drain_moves_every_settled_record_into_sql_in_batches(app, client, redis
     assert sql_used(row.id) == expected
     assert redis.hlen(quota.outbox_key(P)) == 0
     assert (acct(redis, row.id)["pending"], acct(redis, row.id)["synced"]) == (0, expected)
-    assert balances.live_balance(db.session.get(ApiKey, row.id)).used == expected
+    assert statements.live_balance(db.session.get(ApiKey, row.id)).used == expected
 
 
 def test_a_worker_killed_after_its_commit_leaves_nothing_counted_twice(app, client, redis, make_key):
@@ -65,11 +65,11 @@ def test_a_worker_killed_after_its_commit_leaves_nothing_counted_twice(app, clie
     # the records are in SQL and still in the outbox (and in pending).
     outbox = redis.hgetall(quota.outbox_key(P))
     ledger.write_batch([json.loads(v) for v in outbox.values()])
-    assert balances.live_balance(db.session.get(ApiKey, row.id)).used >= 6 * billed()
+    assert statements.live_balance(db.session.get(ApiKey, row.id)).used >= 6 * billed()
     reconcile.drain(redis, P, batch_size=500)
     assert len(records()) == 6
     assert sql_used(row.id) == 6 * billed()
-    assert balances.live_balance(db.session.get(ApiKey, row.id)).used == 6 * billed()
+    assert statements.live_balance(db.session.get(ApiKey, row.id)).used == 6 * billed()
     assert acct(redis, row.id)["pending"] == 0
 
 
@@ -102,7 +102,7 @@ def test_a_restore_of_an_older_snapshot_is_corrected(app, client, redis, make_ke
     for name, data in snapshot.items():  # Redis restarts from an RDB file written before all that
         redis.restore(name, 0, data, replace=True)
     # Until the next drain the restored record counts twice (SQL has it, the outbox too): never less.
-    assert balances.live_balance(db.session.get(ApiKey, row.id)).used == 6 * billed()
+    assert statements.live_balance(db.session.get(ApiKey, row.id)).used == 6 * billed()
     result = reconcile.reconcile()
     assert result["drained"] == 1
     assert len(records()) == 5  # the restored outbox entry was in SQL already: not written twice

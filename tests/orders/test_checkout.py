@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from app.billing.api_keys import hash_key
+from app.billing.key_format import hash_key
 from app.extensions import db
 from app.models import ApiKey, Order
 from tests.conftest import wait_until

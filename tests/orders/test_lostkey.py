@@ -6,7 +6,7 @@ import re
 
 import requests
 
-from app.billing.api_keys import hash_key
+from app.billing.key_format import hash_key
 from app.extensions import db
 from app.models import ApiKey
 from app.orders import lostkey

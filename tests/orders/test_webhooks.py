@@ -10,7 +10,7 @@ from datetime import timedelta
 import requests
 
 from app.billing import quota
-from app.billing.balances import remaining_tokens
+from app.billing.statements import remaining_tokens
 from app.extensions import db
 from app.models import ApiKey, Order, Plan, WebhookEvent, utcnow
 from app.orders import pending, webhooks

@@ -84,7 +84,7 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
     queued = [json.loads(raw) for raw in redis.hgetall(quota.outbox_key(P)).values()]
     ledger.write_batch(queued[:8])
     celery_worker_factory(USAGE_DRAIN_BATCH="5", CELERY_VISIBILITY_TIMEOUT="1")
-    jobs.drain_usage()
+    jobs.enqueue_usage_drain()
     wait_until(lambda: redis.hlen(quota.outbox_key(P)) == 0, timeout=15)
     assert count_records() == 24
     assert sql_used(row.id) == total

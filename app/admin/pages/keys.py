@@ -12,7 +12,7 @@ from app.admin import audit, charts, listings, queries
 from app.admin.blueprint import bp
 from app.admin.formatting import thousands
 from app.admin.forms import KeyCreateForm, KeyEditForm, TopupForm
-from app.billing import accounts, balances
+from app.billing import key_lifecycle, statements
 from app.extensions import db
 from app.models import ApiKey, Order, UsageRecord, utcnow
 
@@ -43,7 +43,7 @@ def key_new() -> Any:
         status = 400 if request.method == "POST" else 200
         return render_template("admin/key_new.html", form=form), status
     changes = form.changes()
-    row, plaintext = accounts.create_key(
+    row, plaintext = key_lifecycle.create_key(
         tokens=form.tokens.data,
         name=changes["name"],
         email=changes["email"],
@@ -90,7 +90,7 @@ def _detail(row: ApiKey, edit: KeyEditForm | None = None, topup: TopupForm | Non
     html = render_template(
         "admin/key_detail.html",
         row=row,
-        balance=balances.live_balance(row),
+        balance=statements.live_balance(row),
         state=listings.key_state(row, now),
         edit=edit,
         topup=topup or TopupForm(formdata=None),
@@ -117,7 +117,7 @@ def key_edit(key_id: int) -> Any:
         return _detail(row, edit=form, status=400)
     changes = form.changes()
     before = {field: getattr(row, field) for field in changes}
-    accounts.update_key(row, **changes)
+    key_lifecycle.update_key(row, **changes)
     changed = {k: v for k, v in changes.items() if before[k] != v and k != "note"}
     audit.record("key.edit", f"key:{row.id}", **changed, note_changed=before["note"] != changes["note"])
     flash(_("Saved."), "success")
@@ -130,7 +130,7 @@ def key_topup(key_id: int) -> Any:
     form = TopupForm()
     if not form.validate():
         return _detail(row, topup=form, status=400)
-    accounts.topup_key(row, form.tokens.data)
+    key_lifecycle.topup_key(row, form.tokens.data)
     audit.record("key.topup", f"key:{row.id}", tokens=form.tokens.data, quota=row.tokens_quota)
     flash(_("Added %(tokens)s tokens.", tokens=thousands(form.tokens.data)), "success")
     return redirect(url_for("admin.key_detail", key_id=row.id))
@@ -140,7 +140,7 @@ def key_topup(key_id: int) -> Any:
 def key_revoke(key_id: int) -> Response:
     row = db.get_or_404(ApiKey, key_id)
     if row.status != "revoked":
-        accounts.revoke_key(row)
+        key_lifecycle.revoke_key(row)
         audit.record("key.revoke", f"key:{row.id}")
         flash(_("The key is revoked. Requests with it are refused from now on."), "success")
     return redirect(url_for("admin.key_detail", key_id=row.id))

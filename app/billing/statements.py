@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Balance:
+class KeyBalance:
     quota: int
     used: int
     reserved: int
@@ -34,14 +34,14 @@ class Balance:
         return max(0, self.quota - self.used)
 
 
-def live_balance(row: Any) -> Balance:
+def live_balance(row: Any) -> KeyBalance:
     """The key's balance now. `row` is its ApiKey (SQL has the quota and the drained usage)."""
     live = _live_usage(row.id)
     if live is None:
-        return Balance(quota=row.tokens_quota, used=row.tokens_used, reserved=0)
+        return KeyBalance(quota=row.tokens_quota, used=row.tokens_used, reserved=0)
     # synced never exceeds what SQL had; the larger of the two is the most recent SQL figure.
     used = max(row.tokens_used, live.synced or 0) + live.pending
-    return Balance(quota=row.tokens_quota, used=used, reserved=live.held)
+    return KeyBalance(quota=row.tokens_quota, used=used, reserved=live.held)
 
 
 def remaining_tokens(row: Any) -> int:

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.billing.api_keys import hash_key
 from app.billing.errors import InvalidKey
+from app.billing.key_format import hash_key
 from app.extensions import db
 from app.models import ApiKey
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import case
 
-from app.billing import keys, quota
-from app.billing.api_keys import display_prefix, generate_key, hash_key
+from app.billing import key_lookup, quota
+from app.billing.key_format import display_prefix, generate_key, hash_key
 from app.extensions import db, get_redis
 from app.models import ApiKey, utcnow
 
@@ -82,7 +82,7 @@ def find_key(reference: str) -> ApiKey:
 
 def refresh_live_state(row: ApiKey) -> None:
     """Drop the cached KeyInfo so that every process reloads it on its next request."""
-    keys.invalidate(get_redis(), _prefix(), row.key_hash)
+    key_lookup.invalidate(get_redis(), _prefix(), row.key_hash)
     quota.forget_quota(get_redis(), _prefix(), row.id)  # also reread the quota, whatever was edited
 
 
@@ -193,5 +193,5 @@ def replace_key(row: ApiKey) -> str | None:
     db.session.commit()
     if changed.rowcount != 1:
         return None
-    keys.invalidate(get_redis(), _prefix(), old_hash)
+    key_lookup.invalidate(get_redis(), _prefix(), old_hash)
     return plaintext
