@@ -130,3 +130,43 @@ def test_no_module_of_the_app_defers_an_import_of_another_to_dodge_a_circle():
                     if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("app"):
                         deferred.append(f"{path.relative_to(ROOT)}:{inner.lineno} {inner.module}")
     assert deferred == []
+
+
+# Writes of a table: an UPDATE or INSERT on its model, a new row of it, or an assignment to one of
+# its owned columns. Each table has one owning package.
+OWNERS = {
+    "app.billing": (
+        r"update\(ApiKey\b",
+        r"insert\(ApiKey\b",
+        r"\bApiKey\(",
+        r"\.tokens_(quota|used) =",
+        r"update\(UsageRecord\b",
+        r"insert\(UsageRecord\b",
+        r"\bUsageRecord\(",
+    ),
+    "app.orders": (
+        r"update\(Order\b",
+        r"insert\(Order\b",
+        r"\bOrder\(",
+        r"update\(WebhookEvent\b",
+        r"\bWebhookEvent\(",
+        r"\bRefund\(",
+        r"\border\.status =",
+        r"update\(Refund\b",
+    ),
+}
+
+
+@pytest.mark.parametrize("owner", sorted(OWNERS))
+def test_only_the_owning_package_writes_its_tables(owner):
+    import re
+
+    pattern = re.compile("|".join(OWNERS[owner]))
+    writers = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in modules(ROOT / "app")
+        if not str(path.relative_to(ROOT)).startswith((owner.replace(".", "/") + "/", "app/models/"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if pattern.search(line)
+    ]
+    assert writers == []

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, and_, case, func, or_
 
 from app.extensions import db
 from app.models import ApiKey, ModelRoute, Order, Upstream, UsageRecord
+from app.orders.status import OrderStatus
 
 ERROR_OUTCOMES = ("upstream_error", "timeout")
 DISCONNECT = "client_closed"
@@ -132,8 +133,8 @@ def attention_condition(now: datetime) -> ColumnElement[bool]:
     PayPal (approved or pending) for longer than the buyer's checkout could take."""
     return or_(
         and_(Order.paid_at.is_not(None), Order.fulfilled_at.is_(None), Order.refunded_at.is_(None)),
-        Order.status == "review",
-        and_(Order.status.in_(("approved", "pending")), Order.updated_at < now - STALL_AFTER),
+        Order.status == OrderStatus.REVIEW,
+        and_(Order.status.in_((OrderStatus.APPROVED, OrderStatus.PENDING)), Order.updated_at < now - STALL_AFTER),
     )
 
 

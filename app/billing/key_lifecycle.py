@@ -1,16 +1,22 @@
-"""Key lifecycle: create, top up, take back, edit, replace, revoke. Used by the CLI, the storefront and the admin.
+"""Key lifecycle: create, top up, take back, edit, replace, revoke. Used by the CLI, the order
+domain and the admin; the only writer of keys and their quotas.
 
-SQL is the record; each change also updates the live Redis state (cached KeyInfo, live balance)
-so that every process sees it on its next request.
+SQL is the record; each change also drops the live Redis state it makes stale (cached KeyInfo,
+cached quota) so that every process sees it on its next request. Changes made inside a caller's
+transaction (an order credited or refunded with its order row) do that themselves once the
+transaction commits, and never when it rolls back: no caller choreographs cache refreshes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case
+from flask import current_app
+from sqlalchemy import case, event
+from sqlalchemy.orm import Session
 
 from app.billing import key_lookup, quota
 from app.billing.key_format import display_prefix, generate_key, hash_key
@@ -22,10 +28,44 @@ class KeyNotFound(LookupError):
     pass
 
 
-def _prefix() -> str:
-    from flask import current_app
+log = logging.getLogger(__name__)
+_AFTER_COMMIT = "billing.after_commit"
 
+
+def _prefix() -> str:
     return current_app.config["BILLING_REDIS_PREFIX"]
+
+
+def _after_commit(callback: Callable[[], None]) -> None:
+    """Run `callback` once the current transaction commits; drop it if it rolls back."""
+    db.session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for callback in session.info.pop(_AFTER_COMMIT, ()):
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - SQL is right; a stale cache ages out (LIVE_STATE_TTL)
+            log.warning("could not refresh the live state after a commit", exc_info=True)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_after_rollback(session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_AFTER_COMMIT, None)
+
+
+def _forget_after_commit(key_id: int, key_hash: str | None = None) -> None:
+    """Every process rereads the key's quota (and KeyInfo, given its hash) once this commits."""
+    redis, prefix = get_redis(), _prefix()
+
+    def forget() -> None:
+        quota.forget_quota(redis, prefix, key_id)
+        if key_hash:
+            key_lookup.invalidate(redis, prefix, key_hash)
+
+    _after_commit(forget)
 
 
 def create_key(
@@ -86,13 +126,23 @@ def refresh_live_state(row: ApiKey) -> None:
     quota.forget_quota(get_redis(), _prefix(), row.id)  # also reread the quota, whatever was edited
 
 
-def topup_key(row: ApiKey, tokens: int, *, commit: bool = True) -> ApiKey:
+def topup_key(row: ApiKey, tokens: int) -> ApiKey:
+    """An operator's top-up: its own transaction."""
+    credit(row.id, tokens)
+    db.session.commit()
+    return row
+
+
+def credit(key_id: int, tokens: int, *, extend_days: int | None = None) -> ApiKey:
+    """Add `tokens` to the key's quota, and `extend_days` to an expiry it has, in the caller's
+    transaction, with the key's row locked until it ends (top-ups may race each other)."""
     if tokens <= 0:
         raise ValueError("tokens must be a positive whole number")
-    row.tokens_quota = ApiKey.tokens_quota + tokens
-    if commit:
-        db.session.commit()
-        quota.credit(get_redis(), _prefix(), row.id, tokens)
+    db.session.execute(db.update(ApiKey).where(ApiKey.id == key_id).values(tokens_quota=ApiKey.tokens_quota + tokens))
+    row = db.session.get(ApiKey, key_id, populate_existing=True)
+    if extend_days and row.expires_at is not None:
+        row.expires_at = max(row.expires_at, utcnow()) + timedelta(days=extend_days)
+    _forget_after_commit(row.id, row.key_hash)
     return row
 
 
@@ -127,19 +177,14 @@ def update_key(row: ApiKey, **changes: Any) -> ApiKey:
     return row
 
 
-def credit_live(row: ApiKey, tokens: int) -> None:
-    """After a committed topup_key(..., commit=False): add the tokens to the live Redis balance."""
-    quota.credit(get_redis(), _prefix(), row.id, tokens)
-
-
 def take_back_tokens(key_id: int, tokens: int, *, commit: bool = True) -> int:
     """Remove up to `tokens` unused tokens (a refunded or reversed purchase). Returns how many.
 
     One UPDATE bounded in SQL by what is left, so take-backs racing each other, top-ups and the
     usage worker can never push the quota below what was used. Usage settled in Redis but not yet
     in SQL, and tokens held by requests still running, count as used: they will be. What was
-    used cannot be taken back; the caller records the shortfall. With commit=False the caller
-    commits, then calls forget_live_quota(key_id)."""
+    used cannot be taken back; the caller records the shortfall. With commit=False it joins the
+    caller's transaction."""
     if tokens <= 0:
         return 0
     live = quota.live_usage(get_redis(), _prefix(), key_id)
@@ -154,9 +199,9 @@ def take_back_tokens(key_id: int, tokens: int, *, commit: bool = True) -> int:
         .values(tokens_quota=ApiKey.tokens_quota - taken)
         .returning(ApiKey.tokens_quota)
     ).scalar_one()
+    _forget_after_commit(key_id)
     if commit:
         db.session.commit()
-        forget_live_quota(key_id)
     return before - after
 
 
@@ -170,11 +215,6 @@ def _lock_quota(key_id: int) -> int | None:
         .values(tokens_quota=ApiKey.tokens_quota)
         .returning(ApiKey.tokens_quota)
     ).scalar_one_or_none()
-
-
-def forget_live_quota(key_id: int) -> None:
-    """After a committed quota change: every process rereads the quota from SQL."""
-    quota.forget_quota(get_redis(), _prefix(), key_id)
 
 
 def replace_key(row: ApiKey) -> str | None:

@@ -18,6 +18,7 @@ from app.extensions import db
 from app.models import ApiKey, Order, utcnow
 from app.orders import fulfilment, lostkey, paypal
 from app.orders.plans import display_name, get_active_plan
+from app.orders.status import PAYABLE, OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def start(plan_id: int, email: str, *, key_text: str | None = None, locale: str 
         tokens=plan.tokens,
         amount_cents=plan.price_cents,
         currency=plan.currency,
-        status="created",
+        status=OrderStatus.CREATED,
         locale=locale,
     )
     db.session.add(order)
@@ -100,14 +101,14 @@ def _create_at_paypal(order: Order, plan_name: str) -> str:
             brand=current_app.config.get("APP_NAME", "RelayGate"),
         )
     except paypal.PayPalNotConfigured:
-        fulfilment.mark(order.id, "failed", "PayPal is not configured")
+        fulfilment.mark(order.id, OrderStatus.FAILED, "PayPal is not configured")
         raise CheckoutError("paypal_config") from None
     except paypal.PayPalError as exc:
         log.warning("order %s: PayPal create failed: %s %s", order.public_id, exc.status, exc.name)
-        fulfilment.mark(order.id, "failed", f"create failed: {exc.status} {exc.name} {exc.issue}")
+        fulfilment.mark(order.id, OrderStatus.FAILED, f"create failed: {exc.status} {exc.name} {exc.issue}")
         raise CheckoutError("paypal") from None
     if not created.approve_url:
-        fulfilment.mark(order.id, "failed", "PayPal returned no approval link")
+        fulfilment.mark(order.id, OrderStatus.FAILED, "PayPal returned no approval link")
         raise CheckoutError("paypal")
     order.paypal_order_id = created.id
     db.session.commit()
@@ -118,7 +119,7 @@ def capture(order: Order) -> str:
     """Capture an approved order (idempotent) and apply the result. Returns the order's new status.
 
     Raises paypal.PayPalUnavailable when PayPal cannot be reached: the caller retries later."""
-    if order.status not in fulfilment.PAYABLE or not order.paypal_order_id:
+    if order.status not in PAYABLE or not order.paypal_order_id:
         return order.status
     attempt = order.capture_attempts or 0
     try:
@@ -140,7 +141,7 @@ def _capture_refused(order: Order, exc: paypal.PayPalError, attempt: int) -> str
         _next_attempt(order, attempt)  # not approved yet; PayPal may replay this answer to the same request id
     else:
         log.warning("order %s: capture failed: %s %s %s", order.public_id, exc.status, exc.name, exc.issue)
-        fulfilment.mark(order.id, "failed", f"capture failed: {exc.status} {exc.name} {exc.issue}")
+        fulfilment.mark(order.id, OrderStatus.FAILED, f"capture failed: {exc.status} {exc.name} {exc.issue}")
     return _status(order)
 
 
@@ -150,9 +151,9 @@ def apply_order(order: Order, result: paypal.PayPalOrder, attempt: int | None = 
     if result.capture is not None:
         return apply_capture(order, result.capture, attempt)
     if result.status == "APPROVED":
-        fulfilment.mark(order.id, "approved", only_from=("created",))
+        fulfilment.mark(order.id, OrderStatus.APPROVED, only_from=(OrderStatus.CREATED,))
     elif result.status == "VOIDED":
-        fulfilment.mark(order.id, "cancelled", "voided at PayPal")
+        fulfilment.mark(order.id, OrderStatus.CANCELLED, "voided at PayPal")
     return _status(order)
 
 
@@ -160,7 +161,7 @@ def apply_capture(order: Order, result: paypal.Capture, attempt: int | None = No
     if result.status == "COMPLETED":
         fulfilment.fulfil(order.id, result)
     elif result.status == "PENDING":
-        fulfilment.mark(order.id, "pending", f"PayPal holds the payment: {result.reason or 'pending'}")
+        fulfilment.mark(order.id, OrderStatus.PENDING, f"PayPal holds the payment: {result.reason or 'pending'}")
     elif result.status in ("DECLINED", "FAILED"):
         _declined(order, f"capture {result.status.lower()}", attempt)
     return _status(order)
@@ -173,10 +174,10 @@ def _declined(order: Order, note: str, attempt: int | None) -> None:
     reconciler: attempt None) counts only if it finds the order not declined yet."""
     stmt = db.update(Order).where(Order.id == order.id)
     if attempt is None:
-        stmt = stmt.where(Order.status.in_([s for s in fulfilment.PAYABLE if s != "declined"]))
+        stmt = stmt.where(Order.status.in_([s for s in PAYABLE if s != OrderStatus.DECLINED]))
     else:
-        stmt = stmt.where(Order.status.in_(fulfilment.PAYABLE), Order.capture_attempts == attempt)
-    values = {"status": "declined", "note": note[:500], "updated_at": utcnow()}
+        stmt = stmt.where(Order.status.in_(PAYABLE), Order.capture_attempts == attempt)
+    values = {"status": OrderStatus.DECLINED, "note": note[:500], "updated_at": utcnow()}
     db.session.execute(stmt.values(capture_attempts=Order.capture_attempts + 1, **values))
     db.session.commit()
 
@@ -192,7 +193,7 @@ def _next_attempt(order: Order, attempt: int) -> None:
 
 def cancel(order: Order) -> str:
     """The buyer came back through PayPal's cancel link. A payment arriving later still counts."""
-    fulfilment.mark(order.id, "cancelled", only_from=("created", "approved"))
+    fulfilment.mark(order.id, OrderStatus.CANCELLED, only_from=(OrderStatus.CREATED, OrderStatus.APPROVED))
     return _status(order)
 
 

@@ -26,6 +26,7 @@ from app.extensions import db, get_redis
 from app.models import ApiKey, Order, utcnow
 from app.orders import fulfilment, lostkey
 from app.orders.plans import display_name
+from app.orders.status import OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ SUBJECTS = {
 def send_order_email(order_id: int) -> bool:
     """The new key (or the top-up receipt) to the purchase address, once. True if sent now."""
     order = db.session.get(Order, order_id)
-    if order is None or order.status != "fulfilled" or order.emailed_at is not None:
+    if order is None or order.status != OrderStatus.FULFILLED or order.emailed_at is not None:
         return False
     settings = _settings()
     if settings is None:

@@ -25,13 +25,9 @@ from app.extensions import db
 from app.models import ApiKey, Order, utcnow
 from app.models.order import Refund
 from app.orders.paypal import Capture
+from app.orders.status import PAID, PAYABLE, OrderStatus
 
 log = logging.getLogger(__name__)
-
-# A payment for an order in any of these states is still ours to fulfil: a buyer may cancel,
-# then pay in another tab; PayPal may complete a capture we marked declined or expired.
-PAYABLE = ("created", "approved", "pending", "declined", "cancelled", "expired", "failed")
-PAID = ("fulfilled", "refunded", "reversed")
 
 
 def mark(order_id: int, status: str, note: str | None = None, *, only_from: tuple[str, ...] = PAYABLE) -> bool:
@@ -63,12 +59,19 @@ def fulfil_by_hand(order_id: int) -> bool:
     order = db.session.get(Order, order_id, populate_existing=True)
     if order is None:
         return False
-    return _fulfil_once(order_id, order.paypal_capture_id, (*PAYABLE, "review"), note="completed by an operator")
+    return _fulfil_once(
+        order_id, order.paypal_capture_id, (*PAYABLE, OrderStatus.REVIEW), note="completed by an operator"
+    )
 
 
 def _fulfil_once(order_id: int, capture_id: str | None, allowed: tuple[str, ...], note: str | None = None) -> bool:
     now = utcnow()
-    values: dict[str, object] = {"status": "fulfilled", "paid_at": now, "fulfilled_at": now, "updated_at": now}
+    values: dict[str, object] = {
+        "status": OrderStatus.FULFILLED,
+        "paid_at": now,
+        "fulfilled_at": now,
+        "updated_at": now,
+    }
     if capture_id:
         values["paypal_capture_id"] = capture_id
     if note:
@@ -82,9 +85,6 @@ def _fulfil_once(order_id: int, capture_id: str | None, allowed: tuple[str, ...]
     order = db.session.get(Order, order_id, populate_existing=True)
     key = _credit(order, now)
     db.session.commit()  # the status change and the tokens land together, or neither does
-    if order.kind == "topup":
-        key_lifecycle.credit_live(key, order.tokens)
-        key_lifecycle.refresh_live_state(key)
     log.info("order %s fulfilled: %s tokens on key #%s", order.public_id, order.tokens, key.id)
     jobs.enqueue_order_email(order.id)
     return True
@@ -94,13 +94,10 @@ def _credit(order: Order, now: datetime) -> ApiKey:
     plan = order.plan
     expires = now + timedelta(days=plan.valid_days) if plan.valid_days else None
     if order.kind == "topup":
-        key = _locked(ApiKey, order.api_key_id)  # another order may be extending its expiry right now
-        key_lifecycle.topup_key(key, order.tokens, commit=False)
+        key = key_lifecycle.credit(order.api_key_id, order.tokens, extend_days=plan.valid_days)
         if key.status != "active":
             order.flagged = True
             order.note = f"topped up a key that is {key.status}"
-        if expires and key.expires_at is not None:
-            key.expires_at = max(key.expires_at, now) + timedelta(days=plan.valid_days)
         return key
     key, plaintext = key_lifecycle.create_key(
         tokens=order.tokens,
@@ -116,7 +113,7 @@ def _credit(order: Order, now: datetime) -> ApiKey:
     return key
 
 
-def _locked(model: type[ApiKey] | type[Order], row_id: int | None) -> Any:
+def _locked(model: type[Order], row_id: int | None) -> Any:
     """The row as committed now, locked until this transaction ends (SELECT ... FOR UPDATE). SQLite
     has no row locks; there the write this transaction already made holds the database's lock."""
     stmt = db.select(model).where(model.id == row_id).with_for_update()
@@ -128,7 +125,9 @@ def _hold_for_review(order: Order, capture: Capture) -> None:
     db.session.execute(
         db.update(Order)
         .where(Order.id == order.id, Order.status.in_(PAYABLE))
-        .values(status="review", flagged=True, paypal_capture_id=capture.id, note=note[:500], updated_at=utcnow())
+        .values(
+            status=OrderStatus.REVIEW, flagged=True, paypal_capture_id=capture.id, note=note[:500], updated_at=utcnow()
+        )
     )
     db.session.commit()
 
@@ -152,19 +151,17 @@ def apply_refund(order_id: int, refund_id: str, kind: str, refund_cents: int) ->
         db.session.rollback()
         return False
     order = _locked(Order, order_id)
-    paid, key_id = order.status in PAID, order.api_key_id
+    paid = order.status in PAID
     if paid:
         values = _take_back(order, refund_id, kind, refund_cents)
     else:
         values = {"note": f"{kind} before fulfilment"}
-        if order.status in (*PAYABLE, "review"):
+        if order.status in (*PAYABLE, OrderStatus.REVIEW):
             values["status"] = kind
     now = utcnow()
     values.update(flagged=True, refunded_at=now, updated_at=now)
     db.session.execute(db.update(Order).where(Order.id == order_id).values(**values))
     db.session.commit()
-    if paid and key_id:
-        key_lifecycle.forget_live_quota(key_id)
     return True
 
 
@@ -189,7 +186,7 @@ def _take_back(order: Order, refund_id: str, kind: str, refund_cents: int) -> di
 def reveal_key(order: Order) -> str | None:
     """The new key for the buyer's page: returned by the first call only, None afterwards."""
     ciphertext = order.key_ciphertext
-    if order.kind != "new" or order.status != "fulfilled" or not ciphertext or order.revealed_at:
+    if order.kind != "new" or order.status != OrderStatus.FULFILLED or not ciphertext or order.revealed_at:
         return None
     claimed = db.session.execute(
         db.update(Order).where(Order.id == order.id, Order.revealed_at.is_(None)).values(revealed_at=utcnow())

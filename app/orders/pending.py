@@ -16,13 +16,13 @@ from app import jobs
 from app.extensions import db
 from app.models import Order, WebhookEvent, utcnow
 from app.orders import checkout, fulfilment, paypal, webhooks
+from app.orders.status import LOOKED_UP, OrderStatus
 
 log = logging.getLogger(__name__)
 
 # PayPal keeps an approved order capturable for 3 hours by default; after a day nothing changes.
 LOOK_BACK = timedelta(days=3)
 ABANDONED_AFTER = timedelta(hours=6)
-CHECKED_STATUSES = ("created", "approved", "pending", "declined", "cancelled", "failed")
 
 
 def reconcile_orders(now: datetime | None = None) -> dict[str, int]:
@@ -48,7 +48,7 @@ def _stale_orders(now: datetime, quiet: datetime) -> list[Order]:
     stmt = (
         db.select(Order)
         .where(
-            Order.status.in_(CHECKED_STATUSES),
+            Order.status.in_(LOOKED_UP),
             Order.paypal_order_id.is_not(None),
             Order.created_at > now - LOOK_BACK,
             Order.updated_at < quiet,  # leave orders a buyer is in the middle of alone
@@ -66,7 +66,7 @@ def _reconcile_one(order: Order, now: datetime) -> str:
         raise
     except paypal.PayPalError as exc:
         if exc.status == 404:
-            fulfilment.mark(order.id, "expired", "PayPal no longer knows this order")
+            fulfilment.mark(order.id, OrderStatus.EXPIRED, "PayPal no longer knows this order")
             return "expired"
         log.warning("order %s: PayPal lookup failed: %s %s", order.public_id, exc.status, exc.name)
         return "error"
@@ -75,7 +75,12 @@ def _reconcile_one(order: Order, now: datetime) -> str:
     elif remote.capture is not None or remote.status == "VOIDED":
         status = checkout.apply_order(order, remote)
     elif order.created_at < now - ABANDONED_AFTER:
-        fulfilment.mark(order.id, "expired", "never approved at PayPal", only_from=("created", "approved"))
+        fulfilment.mark(
+            order.id,
+            OrderStatus.EXPIRED,
+            "never approved at PayPal",
+            only_from=(OrderStatus.CREATED, OrderStatus.APPROVED),
+        )
         return "expired"
     else:
         return "unchanged"
@@ -86,7 +91,7 @@ def _requeue_emails(now: datetime) -> int:
     late = now - timedelta(minutes=10)
     ids = db.session.execute(
         db.select(Order.id).where(
-            Order.status == "fulfilled",
+            Order.status == OrderStatus.FULFILLED,
             Order.emailed_at.is_(None),
             Order.fulfilled_at < late,
             Order.fulfilled_at > now - LOOK_BACK,

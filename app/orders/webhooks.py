@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.models import Order, WebhookEvent, utcnow
 from app.orders import checkout, fulfilment, paypal
+from app.orders.status import PAID, OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def _capture_changed(resource: dict[str, Any], row: WebhookEvent) -> str:
     if order is None:
         return "ignored"
     capture = paypal.parse_capture(resource)
-    if capture.status in ("DECLINED", "FAILED") and order.status in fulfilment.PAID:
+    if capture.status in ("DECLINED", "FAILED") and order.status in PAID:
         _flag(order, f"PayPal reported capture {capture.id} {capture.status} after fulfilment")
         return "processed"
     checkout.apply_capture(order, capture)
@@ -184,7 +185,7 @@ def _approval_reversed(resource: dict[str, Any], row: WebhookEvent) -> str:
     order = _order_by(Order.paypal_order_id, resource.get("order_id") or resource.get("id"))
     if order is None:
         return "ignored"
-    fulfilment.mark(order.id, "cancelled", "PayPal reversed the approval before capture")
+    fulfilment.mark(order.id, OrderStatus.CANCELLED, "PayPal reversed the approval before capture")
     return "processed"
 
 
@@ -192,7 +193,7 @@ def _refunded(resource: dict[str, Any], row: WebhookEvent) -> str:
     order = find_order(resource)
     if order is None:
         return "ignored"
-    kind = "reversed" if row.event_type.endswith("REVERSED") else "refunded"
+    kind = OrderStatus.REVERSED if row.event_type.endswith("REVERSED") else OrderStatus.REFUNDED
     refund_cents = paypal.parse_amount((resource.get("amount") or {}).get("value") or "0") or order.amount_cents
     # The refund's own id keys it: REFUNDED and REVERSED events for one refund carry the same one.
     applied = fulfilment.apply_refund(order.id, row.resource_id or row.event_id, kind, refund_cents)

@@ -19,6 +19,7 @@ from app.i18n import LANG_COOKIE
 from app.models import ApiKey, Order
 from app.orders import checkout, fulfilment, lostkey, paypal, webhooks
 from app.orders.plans import active_plans, display_name, get_active_plan, model_multipliers
+from app.orders.status import OrderStatus
 from app.store import balance
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def checkout_return(public_id: str) -> Any:
         checkout.capture(order)
     except paypal.PayPalUnavailable:
         log.warning("order %s: PayPal unreachable on return; the page retries", order.public_id)
-        fulfilment.mark(order.id, "approved", only_from=("created",))
+        fulfilment.mark(order.id, OrderStatus.APPROVED, only_from=(OrderStatus.CREATED,))
     return redirect(url_for("store.order_status", public_id=public_id), code=303)
 
 
