@@ -307,3 +307,15 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) ->
             return result
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+_IO_FIXTURES = {"app", "client", "redis", "runner", "live_server", "gunicorn_factory", "celery_worker", "fake"}
+
+
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    """A test marked unit may not reach for a server, a database or Redis."""
+    for item in items:
+        if item.get_closest_marker("unit") is not None:
+            used = _IO_FIXTURES & set(getattr(item, "fixturenames", ()))
+            if used:
+                raise pytest.UsageError(f"{item.nodeid} is marked unit but uses {sorted(used)}")

@@ -9,6 +9,8 @@ import pytest
 from app.admin import charts
 from app.admin.formatting import compact, money, percent
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("top", "expected"),

@@ -6,6 +6,8 @@ import pytest
 
 from app.billing.pricing import Admission, Multipliers, admit, billable_usage, billed_tokens, legacy_dollars
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("prompt", "completion", "multipliers", "billed"),

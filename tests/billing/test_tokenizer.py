@@ -10,6 +10,8 @@ from app.billing import tokenizer
 from app.relay.bounds import prompt_token_bound
 from tests.relay.test_bounds import HOSTILE, deepseek, rendered_tokens  # noqa: F401 - deepseek is a fixture
 
+pytestmark = pytest.mark.unit
+
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 

@@ -12,6 +12,8 @@ from tokenizers import Tokenizer
 
 from app.relay.bounds import InvalidText, output_tokens, prompt_token_bound
 
+pytestmark = pytest.mark.unit
+
 ROLES = {"system": "", "user": "<｜User｜>", "assistant": "<｜Assistant｜>", "tool": "<｜tool▁output▁begin｜>"}
 
 

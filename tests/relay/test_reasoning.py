@@ -2,6 +2,8 @@ import pytest
 
 from app.relay.reasoning import strip_chunk, strip_message
 
+pytestmark = pytest.mark.unit
+
 
 def chunk(delta, finish=None, usage=None):
     return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "usage": usage}

@@ -2,6 +2,8 @@ import pytest
 
 from app.relay.sse import KEEPALIVE, LineDecoder, StreamDecoder, encode_event, iter_events
 
+pytestmark = pytest.mark.unit
+
 
 def decode(chunks):
     return list(iter_events(chunks))

@@ -2,6 +2,8 @@ import pytest
 
 from app.relay.usage import Usage, estimate_prompt_tokens, estimate_text_tokens, usage_from_dict
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("raw", "usage"),
