@@ -144,13 +144,16 @@ def apply_refund(order_id: int, refund_id: str, kind: str, refund_cents: int) ->
     """Apply PayPal refund (or reversal) `refund_id` to the order, once: take back the unused tokens
     of a fulfilled order, or close an unfulfilled one so that it is never fulfilled. `kind` is
     "refunded" or "reversed". False when this refund was applied before."""
+    # The order is locked before the refund row is written: the row's foreign key takes a share
+    # lock on the order, and two refunds that both held one while asking for the update lock
+    # would deadlock (PostgreSQL). Racing copies of one refund wait here, then find its row.
+    order = _locked(Order, order_id)
     db.session.add(Refund(paypal_refund_id=refund_id, order_id=order_id, kind=kind, amount_cents=refund_cents))
     try:
-        db.session.flush()  # racing copies wait here for the first one's commit, then find the row
+        db.session.flush()
     except IntegrityError:
         db.session.rollback()
         return False
-    order = _locked(Order, order_id)
     paid = order.status in PAID
     if paid:
         values = _take_back(order, refund_id, kind, refund_cents)
