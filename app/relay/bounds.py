@@ -3,13 +3,13 @@
 The prompt is the client's to write, so its count must be an upper bound no text can beat:
 DeepSeek's tokenizer, like every byte-level BPE tokenizer, never makes a token of less than one
 byte of UTF-8, so the UTF-8 length bounds the tokens whatever the text is. The bound is loose
-(3.8 to 4.6 times DeepSeek V4's count on chat transcripts: bench/prompt_bound.py), which is why it only sizes holds;
-bills come from the upstream's own count.
+(3.8 to 4.6 times DeepSeek V4's count on chat transcripts: bench/prompt_bound.py), which is why
+it only sizes holds; bills come from the upstream's own count.
 
 The answer is the upstream's to write, and DeepSeek streams one token an event: an event counts
 as one token, and one more for every 4 bytes of text past the longest common token (an upstream
-that packs tokens together). What a request is billed never exceeds what it held, so a count that falls
-short can cost the operator, never the key's bound.
+that packs tokens together). What a request is billed never exceeds what it held, so a count
+that falls short can cost the operator, never the key's bound.
 """
 
 from __future__ import annotations
