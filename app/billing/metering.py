@@ -28,6 +28,7 @@ from app.billing.key_lookup import KeyInfo
 from app.billing.ledger import UsageEntry
 from app.billing.pricing import Multipliers
 from app.extensions import get_redis
+from app.relay import bounds
 from app.relay.stream import UPSTREAM_ERROR
 from app.relay.usage import Usage, estimate_prompt_tokens
 
@@ -91,7 +92,7 @@ def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
     )
     decision = _admit(key, settlement.request_id, ask)
     prompt_bound = demand.prompt_bound
-    if decision.status == quota.NO_QUOTA:
+    if decision.status == quota.NO_QUOTA and _could_fit(decision, demand, multipliers):
         # The byte bound is loose: before refusing, count the prompt as DeepSeek would.
         counted = tokenizer.prompt_token_bound(demand.body, config["TOKENIZE_MAX_BYTES"])
         if counted is not None and counted < prompt_bound:
@@ -109,6 +110,13 @@ def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
     )
     meter.window = decision.window
     return meter
+
+
+def _could_fit(decision: quota.Decision, demand: Demand, multipliers: Multipliers) -> bool:
+    """Whether any count of the prompt could fit what is free: a key with nothing left is refused
+    without spending CPU on its prompt (any count is at least the template's tokens)."""
+    free = decision.quota - decision.used - decision.held
+    return free >= bounds.overhead(demand.body) * multipliers.prompt + max(1, multipliers.completion)
 
 
 def _admit(key: KeyInfo, request_id: str, ask: quota.Ask) -> quota.Decision:

@@ -329,3 +329,13 @@ def test_the_sql_ledger_matches_what_was_billed(app, client, redis, make_key, fa
     reconcile.drain(redis, P, batch_size=10)
     db.session.expire_all()
     assert db.session.get(ApiKey, row.id).tokens_used == sum(r.billed_tokens for r in records()) > 0
+
+
+def test_a_key_with_nothing_left_is_refused_without_counting_its_prompt(client, make_key, fake):
+    _, key = make_key(0)
+    body = chat_body(content="x y " * 60_000)  # 240 KB, under TOKENIZE_MAX_BYTES: counting it takes ~0.1 s
+    tokenizer.prompt_token_bound(chat_body(), 10**6)  # loaded, so that only counting could take time
+    started = time.perf_counter()
+    for _ in range(5):
+        assert client.post("/v1/chat/completions", json=body, headers=auth(key)).status_code == 402
+    assert time.perf_counter() - started < 0.5  # counting five of them takes over 0.8 s
