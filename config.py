@@ -53,7 +53,7 @@ def _default_database_url() -> str:
 
 class Config:
     APP_NAME = "RelayGate"
-    SECRET_KEY = _env("SECRET_KEY", "dev-insecure-change-me")
+    SECRET_KEY = _env("SECRET_KEY", "dev-insecure-change-me")  # DEV_SECRET_KEY; refused in production
     SQLALCHEMY_DATABASE_URI = _env("DATABASE_URL", _default_database_url())
     SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
     REDIS_URL = _env("REDIS_URL")  # None = embedded single-process mode
@@ -162,14 +162,43 @@ class TestingConfig(Config):
     PUBLIC_BASE_URL = "http://testserver"
 
 
+DEV_SECRET_KEY = "dev-insecure-change-me"
+_WEAK_SECRETS = {DEV_SECRET_KEY, "test-secret-key", "changeme", "change-me", "secret", "password", "relaygate"}
+_MAKE_SECRET = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def weak_secret_reason(value: str | None) -> str | None:
+    """Why a SECRET_KEY must not sign production sessions and encrypt upstream keys, or None."""
+    if not value:
+        return "SECRET_KEY must be set"
+    if value.strip().lower() in _WEAK_SECRETS or ("change" in value.lower() and "me" in value.lower()):
+        return "SECRET_KEY is a published default"
+    if len(value) < 32:
+        return f"SECRET_KEY has {len(value)} characters; it needs at least 32"
+    if len(set(value)) < 10:
+        return "SECRET_KEY repeats too few characters to be secret"
+    return None
+
+
 class ProductionConfig(Config):
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
 
     @property
     def SECRET_KEY(self) -> str:  # noqa: N802
         value = _env("SECRET_KEY")
-        if not value:
-            raise RuntimeError("SECRET_KEY must be set in production (APP_ENV=production)")
+        reason = weak_secret_reason(value)
+        if reason:
+            raise RuntimeError(f"{reason} in production (APP_ENV=production); {_MAKE_SECRET}")
+        return value or ""
+
+    @property
+    def PUBLIC_BASE_URL(self) -> str:  # noqa: N802
+        value = _env("PUBLIC_BASE_URL") or ""
+        if not value.startswith("https://"):
+            raise RuntimeError(
+                "PUBLIC_BASE_URL must be the site's https:// address in production (APP_ENV=production): "
+                "PayPal sends buyers back to it and emails link to it"
+            )
         return value
 
 

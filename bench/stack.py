@@ -88,6 +88,7 @@ def gateway_env(plan: Plan, tmp: Path, fake_port: int, upstream_key: str) -> dic
         **base,
         "APP_ENV": "production",
         "SECRET_KEY": secrets.token_hex(24),
+        "PUBLIC_BASE_URL": "https://bench.invalid",
         "DATABASE_URL": f"sqlite:///{tmp / 'bench.sqlite3'}",
         "REDIS_URL": plan.redis_url,
         "UPSTREAM_BASE_URL": f"http://127.0.0.1:{fake_port}",

@@ -62,8 +62,9 @@ def _dummy_hash() -> str:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path inside the admin; anything else could send the admin to another site."""
-    if target:
+    """Only a path inside the admin; anything else could send the admin to another site. A
+    control character (a header split, `/admin%0A//evil.com`) disqualifies it as well."""
+    if target and target.isprintable():
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc and target.startswith("/admin") and "\\" not in target:
             return target
@@ -110,7 +111,7 @@ def login() -> Response | tuple[str, int]:
     email = form.email.data.strip().lower()
     ip = request.remote_addr or "-"
     redis, prefix = get_redis(), current_app.config["BILLING_REDIS_PREFIX"]
-    wait = throttle.retry_after(redis, prefix, ip, email, current_app.config["ADMIN_LOGIN_ATTEMPTS_PER_15_MIN"])
+    wait = throttle.attempt(redis, prefix, ip, email, current_app.config["ADMIN_LOGIN_ATTEMPTS_PER_15_MIN"])
     if wait:
         _audit("auth.throttled", email)
         form.form_errors.append(
@@ -119,7 +120,6 @@ def login() -> Response | tuple[str, int]:
         return _render(form, 429)
     user = _find_admin(email)
     if not _password_ok(user, form.password.data):
-        throttle.note_failure(redis, prefix, ip, email)
         _audit("auth.login_failed", email)
         form.form_errors.append(_("Wrong email or password."))
         return _render(form, 401)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import requests
 
 from app.extensions import db
 from app.models import AdminUser, ApiKey, AuditLog, Plan
@@ -90,6 +93,24 @@ def test_login_is_throttled_per_address_and_per_account(app, client, admin_user,
     assert ttls and all(0 < ttl <= 900 for ttl in ttls)
 
 
+def test_sixty_concurrent_guesses_get_at_most_the_limits_worth_of_password_checks(app, admin_user, gunicorn_factory):
+    server = gunicorn_factory(workers=2, ADMIN_LOGIN_ATTEMPTS_PER_15_MIN="10")
+    sessions = [requests.Session() for _ in range(60)]
+    tokens = [csrf_from(s.get(f"{server.url}/admin/login", timeout=10).text) for s in sessions]
+
+    def guess(i: int) -> int:
+        data = {"email": ADMIN_EMAIL, "password": f"guess-{i}", "csrf_token": tokens[i]}
+        return sessions[i].post(f"{server.url}/admin/login", data=data, timeout=30, allow_redirects=False).status_code
+
+    with ThreadPoolExecutor(max_workers=60) as pool:
+        statuses = list(pool.map(guess, range(60)))
+    db.session.expire_all()
+    checked = db.session.execute(db.select(AuditLog).filter_by(action="auth.login_failed")).scalars().all()
+    assert len(checked) == statuses.count(401) <= 10, statuses
+    assert statuses.count(429) >= 50
+    assert not re.search(r"5\d\d", " ".join(map(str, statuses)))
+
+
 def test_a_successful_login_clears_the_failure_count(client, admin_user):
     for _ in range(2):
         _login_form(client, ADMIN_EMAIL, "guess")
@@ -119,7 +140,7 @@ def test_admin_action_without_csrf_token_is_rejected_and_changes_nothing(admin, 
 
 def test_login_never_redirects_outside_the_admin(client, admin_user):
     token = csrf_from(client.get("/admin/login").text)
-    for target in ("https://evil.example/", "//evil.example/admin", "/admin\\@evil.example"):
+    for target in ("https://evil.example/", "//evil.example/admin", "/admin\\@evil.example", "/admin\n//evil.example"):
         response = client.post(
             "/admin/login",
             query_string={"next": target},
