@@ -51,9 +51,12 @@ def _default_database_url() -> str:
     return f"sqlite:///{INSTANCE_DIR / 'relaygate.sqlite3'}"
 
 
+DEV_SECRET_KEY = "dev-insecure-change-me"  # public: refused in production
+
+
 class Config:
     APP_NAME = "RelayGate"
-    SECRET_KEY = _env("SECRET_KEY", "dev-insecure-change-me")  # DEV_SECRET_KEY; refused in production
+    SECRET_KEY = _env("SECRET_KEY", DEV_SECRET_KEY)
     SQLALCHEMY_DATABASE_URI = _env("DATABASE_URL", _default_database_url())
     SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
     REDIS_URL = _env("REDIS_URL")  # None = embedded single-process mode
@@ -162,7 +165,6 @@ class TestingConfig(Config):
     PUBLIC_BASE_URL = "http://testserver"
 
 
-DEV_SECRET_KEY = "dev-insecure-change-me"
 _WEAK_SECRETS = {DEV_SECRET_KEY, "test-secret-key", "changeme", "change-me", "secret", "password", "relaygate"}
 _MAKE_SECRET = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
