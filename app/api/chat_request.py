@@ -59,6 +59,10 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError:
         raise ApiError(400, "The request body is not valid JSON.", reason="Invalid JSON") from None
+    except RecursionError:
+        raise ApiError(
+            400, "The request body is nested too deeply to be a chat request.", reason="Invalid JSON"
+        ) from None
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.", reason="Invalid Request")
     return body

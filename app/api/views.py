@@ -145,13 +145,18 @@ def _resolve_route(key: KeyInfo, model: str) -> RouteInfo:
         allowed = sorted(m for m in routes if key.allows(m))
         raise ApiError(
             404,
-            f"The model '{model}' does not exist or this key may not use it. "
+            f"The model '{_clip(model)}' does not exist or this key may not use it. "
             f"Use one of: {', '.join(allowed) or 'none'} (the bare id, without a provider prefix).",
             code="model_not_found",
             param="model",
             reason="Model Not Found",
         )
     return route
+
+
+def _clip(value: str, limit: int = 100) -> str:
+    """A client's value as echoed in an error: never more than a line of it."""
+    return value if len(value) <= limit else value[:limit] + "…"
 
 
 def _target(route: RouteInfo) -> UpstreamTarget:

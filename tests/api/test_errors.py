@@ -100,6 +100,7 @@ def test_model_not_allowed_for_key(client, make_key):
         (b'{"model": "deepseek-v4-flash"}', "messages"),
         (b'{"model": "deepseek-v4-flash", "messages": []}', "messages"),
         (b'{"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream"),
+        (b'{"model": "deepseek-v4-flash", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),
     ],
 )
 def test_bad_bodies_are_400(client, api_key, data, param):
@@ -111,6 +112,13 @@ def test_bad_bodies_are_400(client, api_key, data, param):
     )
     error = assert_error(response, 400, type_="invalid_request_error")
     assert error["param"] == param
+
+
+def test_a_huge_model_name_is_not_echoed_whole(client, api_key):
+    response = post(client, api_key, chat_body(model="m" * 1_000_000))
+    error = assert_error(response, 404, type_="invalid_request_error")
+    assert len(response.get_data()) < 2000
+    assert "m" * 100 + "…" in error["message"]
 
 
 def test_body_over_limit_is_413(app, client, api_key):
