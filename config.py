@@ -60,6 +60,9 @@ class Config:
     SQLALCHEMY_DATABASE_URI = _env("DATABASE_URL", _default_database_url())
     SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
     REDIS_URL = _env("REDIS_URL")  # None = embedded single-process mode
+    # Seconds: a Redis that does not answer fails a request in this time instead of hanging it.
+    REDIS_CONNECT_TIMEOUT = _env_float("REDIS_CONNECT_TIMEOUT", 2.0)
+    REDIS_SOCKET_TIMEOUT = _env_float("REDIS_SOCKET_TIMEOUT", 3.0)
     MAX_CONTENT_LENGTH = _env_int("RELAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
     JSON_SORT_KEYS = False
 

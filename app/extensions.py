@@ -40,7 +40,11 @@ def init_redis(app: Flask) -> None:
     if url:
         # redis-py's default pool raises past max_connections; under gevent we want waiting.
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=app.config.get("REDIS_MAX_CONNECTIONS", 200), timeout=10
+            url,
+            max_connections=app.config.get("REDIS_MAX_CONNECTIONS", 200),
+            timeout=10,
+            socket_connect_timeout=app.config.get("REDIS_CONNECT_TIMEOUT", 2.0),
+            socket_timeout=app.config.get("REDIS_SOCKET_TIMEOUT", 3.0),
         )
         client: Any = redis.Redis(connection_pool=pool)
     else:

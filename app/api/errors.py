@@ -11,7 +11,9 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, json, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from app.billing.errors import InvalidKey, QuotaExceeded, RateLimited
 from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout
@@ -219,9 +221,27 @@ def _http_exception(exc: HTTPException) -> Response | HTTPException:
     return ApiError(exc.code or 500, exc.description or "Request failed.", reason=exc.name).to_response()
 
 
+def _dependency_down(exc: Exception) -> Response | HTTPException:
+    """Redis or the database cannot be reached: the gateway's side, and temporary."""
+    log.warning("%s on %s: %s", type(exc).__name__, request.path, str(exc)[:200])
+    if not is_api_path(request.path):
+        return ServiceUnavailable("The service is briefly unavailable. Please try again in a minute.")
+    return ApiError(
+        503,
+        "The gateway cannot reach its own database or cache right now. This is on our side and "
+        "temporary; nothing was charged. Please try again in a moment.",
+        type_="server_error",
+        code="service_unavailable",
+        reason="Gateway Temporarily Unavailable",
+        headers={"Retry-After": "5"},
+    ).to_response()
+
+
 def _unexpected(exc: Exception) -> Response | HTTPException:
     if isinstance(exc, HTTPException):
         return _http_exception(exc)
+    if isinstance(exc, RedisError | OperationalError):
+        return _dependency_down(exc)
     log.exception("unhandled error on %s", request.path)
     if not is_api_path(request.path):
         return InternalServerError()
