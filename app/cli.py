@@ -225,9 +225,10 @@ def upstreams_set(name: str, base_url: str | None, api_key: str | None, enable: 
 
 def register_cli(app: Flask) -> None:
     from app.admin.commands import admin_cli
+    from app.orders.commands import orders_cli
     from app.quickstart import quickstart_command
     from app.store.commands import plans_cli
 
-    for group in (keys_cli, models_cli, upstreams_cli, admin_cli, plans_cli):
+    for group in (keys_cli, models_cli, upstreams_cli, admin_cli, plans_cli, orders_cli):
         app.cli.add_command(group)
     app.cli.add_command(quickstart_command)

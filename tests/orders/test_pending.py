@@ -71,3 +71,18 @@ def test_delivered_key_is_wiped_after_the_reveal_window(app, client, paypal, pla
     later = utcnow() + timedelta(seconds=app.config["KEY_REVEAL_SECONDS"] + 60)
     assert fulfilment.wipe_delivered_keys(later) == 1
     assert reload(order).key_ciphertext is None
+
+
+def test_orders_reconcile_runs_the_look_up_once_and_says_what_it_did(app, client, paypal, plan):
+    order = start_purchase(client, plan)
+    paypal.approve(order.paypal_order_id)
+    _age(order, minutes=5)
+    paypal.fail_next_capture(503)
+    runner = app.test_cli_runner()
+    down = runner.invoke(args=["orders", "reconcile"])
+    assert down.exit_code != 0
+    assert "unreachable 1" in down.output and "run it again later" in down.output
+    done = runner.invoke(args=["orders", "reconcile"])
+    assert done.exit_code == 0, done.output
+    assert "fulfilled 1" in done.output
+    assert reload(order).status == "fulfilled"
