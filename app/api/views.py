@@ -19,10 +19,10 @@ from app.extensions import get_redis
 from app.relay.completion import JsonRelay
 from app.relay.demo import DemoResponse, is_demo
 from app.relay.errors import ClientGone, UpstreamError
-from app.relay.pending import open_watching_client
 from app.relay.stream import CLIENT_CLOSED, DONE, RelayOptions, StreamRelay
 from app.relay.upstream import UpstreamTarget, build_body, open_upstream
 from app.relay.watchdog import get_watchdog
+from app.relay.watched_open import open_watching_client
 from app.routing.routes import RouteInfo
 
 bp = Blueprint("api", __name__)

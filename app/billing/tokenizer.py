@@ -49,7 +49,7 @@ def _load() -> Any:
 def prompt_token_bound(body: Mapping[str, Any], max_bytes: int) -> int | None:
     """relay.bounds.prompt_token_bound with DeepSeek's token count in place of each string's
     bytes; None when the body is too large to count here or the tokenizer is missing."""
-    texts = list(_strings(body))
+    texts = [text for _, text in bounds.texts(body)]
     if sum(len(t) for t in texts) > max_bytes:
         return None
     tokenizer = _load()
@@ -57,20 +57,3 @@ def prompt_token_bound(body: Mapping[str, Any], max_bytes: int) -> int | None:
         return None
     tokens = sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)) if texts else 0
     return tokens + bounds.overhead(body)
-
-
-def _strings(body: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    stack: list[Any] = [body]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            out.append(value)
-        elif isinstance(value, Mapping):
-            out.extend(str(key) for key in value)
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif value is not None and not isinstance(value, bool):
-            out.append(str(value))
-    return out

@@ -8,6 +8,7 @@ them, and wipes delivered keys.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -97,19 +98,19 @@ def _requeue_emails(now: datetime) -> int:
             Order.fulfilled_at > now - LOOK_BACK,
         )
     ).scalars()
-    count = 0
-    for order_id in ids:
-        jobs.enqueue_order_email(order_id)
-        count += 1
-    return count
+    return _enqueue_each(ids, jobs.enqueue_order_email)
 
 
 def _requeue_events(now: datetime) -> int:
     ids = db.session.execute(
         db.select(WebhookEvent.id).where(webhooks.abandoned(now), WebhookEvent.received_at > now - LOOK_BACK)
     ).scalars()
+    return _enqueue_each(ids, jobs.enqueue_paypal_webhook)
+
+
+def _enqueue_each(ids: Iterable[int], enqueue: Callable[[int], None]) -> int:
     count = 0
     for row_id in ids:
-        jobs.enqueue_paypal_webhook(row_id)
+        enqueue(row_id)
         count += 1
     return count

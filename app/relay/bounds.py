@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 # The chat template's role markers and separators, per message and per request (DeepSeek V4
@@ -66,22 +66,25 @@ def prompt_token_bound(body: Mapping[str, Any]) -> int:
 
 
 def _walked_size(body: Mapping[str, Any]) -> int:
-    """The UTF-8 bytes of every string and number in the body, walked iteratively."""
-    total = 0
+    return sum(utf8_length(text, path) for path, text in texts(body))
+
+
+def texts(body: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, text) for every field name, string and number in the body, walked iteratively so
+    that no nesting depth breaks it; `where` is a path such as messages[0].content."""
     stack: list[tuple[str, Any]] = [("", body)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, str):
-            total += utf8_length(value, path or "body")
+            yield path or "body", value
         elif isinstance(value, Mapping):
             for key, item in value.items():
-                total += utf8_length(str(key), path or "body")
+                yield path or "body", str(key)
                 stack.append((f"{path}.{key}" if path else str(key), item))
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
         elif value is not None and not isinstance(value, bool):
-            total += len(str(value))
-    return total
+            yield path, str(value)  # numbers: their digits, should a template print them
 
 
 def overhead(body: Mapping[str, Any]) -> int:

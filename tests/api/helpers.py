@@ -45,9 +45,8 @@ def content_of(chunks: list[dict]) -> str:
     return "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
 
 
-def open_raw_stream(port: int, key: str, body: dict, until: bytes, count: int = 1) -> tuple[socket.socket, bytes]:
-    """POST over a bare socket and read until `until` was seen `count` times; the caller hangs up
-    with sock.close(), which is how a client that presses Stop looks to the gateway."""
+def send_raw_request(port: int, key: str, body: dict) -> socket.socket:
+    """POST a chat completion over a bare socket; the caller reads, or hangs up with sock.close()."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     payload = json.dumps(body).encode()
     sock.sendall(
@@ -55,6 +54,13 @@ def open_raw_stream(port: int, key: str, body: dict, until: bytes, count: int = 
         + f"Authorization: Bearer {key}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
         + payload
     )
+    return sock
+
+
+def open_raw_stream(port: int, key: str, body: dict, until: bytes, count: int = 1) -> tuple[socket.socket, bytes]:
+    """POST over a bare socket and read until `until` was seen `count` times; the caller hangs up
+    with sock.close(), which is how a client that presses Stop looks to the gateway."""
+    sock = send_raw_request(port, key, body)
     received = b""
     while received.count(until) < count:
         received += sock.recv(65536)

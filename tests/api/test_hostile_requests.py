@@ -4,7 +4,6 @@ spend whatever the request says, no hold outlives a failure, and every ending bi
 from __future__ import annotations
 
 import json
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ from app.models import ApiKey, UsageRecord
 from app.relay.bounds import prompt_token_bound
 from app.relay.sse import StreamDecoder
 from app.relay.usage import estimate_prompt_tokens
-from tests.api.helpers import chat_body, content_of, json_events, post_stream, read_sse
+from tests.api.helpers import chat_body, content_of, json_events, post_stream, read_sse, send_raw_request
 from tests.conftest import wait_until
 from tests.fake_deepseek import prompt_tokens_of
 
@@ -227,17 +226,6 @@ def test_a_402_says_what_is_used_held_and_left(client, redis, make_key, fake, li
 # -- 7. one rule for every ending -------------------------------------------------------------------
 
 
-def raw_request(port, key, body):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    payload = json.dumps(body).encode()
-    sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {key}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
-        + payload
-    )
-    return sock
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_client_that_hangs_up_before_the_upstream_answers_pays_nothing(
     app, redis, make_key, fake, live_server, stream
@@ -247,7 +235,7 @@ def test_a_client_that_hangs_up_before_the_upstream_answers_pays_nothing(
     body = chat_body(stream=stream, fake={"tokens": 30, "delay": 0.1, "keepalives": 0})
     if stream:
         body["fake"] |= {"silent": True}
-    sock = raw_request(live_server.port, key, body)
+    sock = send_raw_request(live_server.port, key, body)
     wait_until(lambda: fake.requests)
     time.sleep(0.3)
     sock.close()

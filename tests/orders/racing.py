@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import re
 import threading
 import time
 import traceback
@@ -13,8 +14,12 @@ from typing import Any
 from flask import current_app
 from sqlalchemy.orm import configure_mappers
 
+from app.billing.key_format import hash_key
+from app.extensions import db
+from app.models import ApiKey
 from tests.admin.conftest import csrf_from
 from tests.conftest import wait_until
+from tests.smtp_sink import text_of
 
 
 def at_once(calls: Sequence[Callable[[], Any]]) -> list[Any]:
@@ -167,3 +172,17 @@ def submit(browser: tuple[Any, str], path: str) -> int:
     """POST the form (nothing but its CSRF token) to `path`; returns the status code."""
     client, token = browser
     return client.post(path, data={"csrf_token": token}).status_code
+
+
+KEY = re.compile(r"sk-gateway-[A-Za-z0-9]{40}")
+
+
+def one_replacement_email(mail: Any, redis: Any, key_id: int, old_key: str) -> str:
+    """After a race: exactly one email went out, and the key in it is the key's secret now."""
+    (message,) = mail.wait_for(1)
+    wait_for_workers(redis)
+    assert len(mail.messages) == 1
+    new_key = KEY.search(text_of(message)).group(0)
+    db.session.expire_all()
+    assert db.session.get(ApiKey, key_id).key_hash == hash_key(new_key) != hash_key(old_key)
+    return new_key
