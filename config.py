@@ -59,6 +59,10 @@ class Config:
     SECRET_KEY = _env("SECRET_KEY", DEV_SECRET_KEY)
     SQLALCHEMY_DATABASE_URI = _env("DATABASE_URL", _default_database_url())
     SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
+    # Seconds: a database that does not answer fails a request in this time instead of hanging it.
+    DATABASE_CONNECT_TIMEOUT = _env_int("DATABASE_CONNECT_TIMEOUT", 5)
+    DATABASE_STATEMENT_TIMEOUT = _env_float("DATABASE_STATEMENT_TIMEOUT", 30.0)  # PostgreSQL
+    DATABASE_POOL_TIMEOUT = _env_float("DATABASE_POOL_TIMEOUT", 10.0)  # waiting for a free connection
     REDIS_URL = _env("REDIS_URL")  # None = embedded single-process mode
     # Seconds: a Redis that does not answer fails a request in this time instead of hanging it.
     REDIS_CONNECT_TIMEOUT = _env_float("REDIS_CONNECT_TIMEOUT", 2.0)
@@ -132,6 +136,23 @@ class Config:
 
     CELERY_BROKER_URL = _env("CELERY_BROKER_URL")  # default: REDIS_URL
     CELERY_VISIBILITY_TIMEOUT = _env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+
+
+def engine_options(config: Any) -> dict[str, Any]:
+    """SQLAlchemy engine options with the DATABASE_*_TIMEOUT settings applied for the URL's driver."""
+    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    url = config["SQLALCHEMY_DATABASE_URI"]
+    if url.startswith("postgresql"):
+        # libpq counts connect_timeout in whole seconds and treats anything under 2 as 2.
+        statement_ms = int(config["DATABASE_STATEMENT_TIMEOUT"] * 1000)
+        connect_args = {
+            "connect_timeout": max(2, int(config["DATABASE_CONNECT_TIMEOUT"])),
+            "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
+        }
+        options["connect_args"] = {**connect_args, **options.get("connect_args", {})}
+    if not url.startswith("sqlite"):
+        options.setdefault("pool_timeout", config["DATABASE_POOL_TIMEOUT"])
+    return options
 
 
 def celery_settings(config: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from config import BASE_DIR, INSTANCE_DIR, Config, celery_settings, config_from_env
+from config import BASE_DIR, INSTANCE_DIR, Config, celery_settings, config_from_env, engine_options
 
 
 def create_app(config: type[Config] | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -34,6 +34,7 @@ def load_config(app: Flask, config: type[Config] | None, overrides: Mapping[str,
     app.config.from_object((config or config_from_env())())
     if overrides:
         app.config.update(overrides)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     if "CELERY" not in app.config:
         app.config["CELERY"] = celery_settings(app.config)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):

@@ -1,4 +1,4 @@
-"""Production refuses weak secrets and a PUBLIC_BASE_URL that is not https."""
+"""Production refuses weak secrets and a PUBLIC_BASE_URL that is not https; database timeouts reach the driver."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from config import weak_secret_reason
+from config import engine_options, weak_secret_reason
 from tests.conftest import ROOT
 
 STRONG = "Zk3v9QwPp0LrT7yXcB2nM5sD8fH1jK4gE6aU"
@@ -59,3 +59,40 @@ def test_production_does_not_start_with_a_weak_setting(env, says):
 def test_production_starts_with_strong_settings():
     started = _start(SECRET_KEY=STRONG, PUBLIC_BASE_URL="https://shop.example")
     assert started.returncode == 0, started.stderr
+
+
+TIMEOUTS = {"DATABASE_CONNECT_TIMEOUT": 3, "DATABASE_STATEMENT_TIMEOUT": 1.5, "DATABASE_POOL_TIMEOUT": 4.0}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("url", "connect_args", "pool_timeout"),
+    [
+        (
+            "postgresql://u@db/x",
+            {"connect_timeout": 3, "options": "-c statement_timeout=1500 -c lock_timeout=1500"},
+            4.0,
+        ),
+        (
+            "postgresql+psycopg://u@db/x",
+            {"connect_timeout": 3, "options": "-c statement_timeout=1500 -c lock_timeout=1500"},
+            4.0,
+        ),
+        ("sqlite:///x.sqlite3", None, None),  # one file, no pool to wait for, its own busy timeout
+    ],
+)
+def test_database_timeouts_reach_the_driver(url, connect_args, pool_timeout):
+    options = engine_options(
+        {"SQLALCHEMY_DATABASE_URI": url, "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True}, **TIMEOUTS}
+    )
+    assert options.get("connect_args") == connect_args
+    assert options.get("pool_timeout") == pool_timeout
+    assert options["pool_pre_ping"] is True
+
+
+@pytest.mark.unit
+def test_libpq_gets_at_least_its_two_second_minimum_and_explicit_connect_args_win():
+    config = {"SQLALCHEMY_DATABASE_URI": "postgresql://u@db/x", **TIMEOUTS, "DATABASE_CONNECT_TIMEOUT": 0}
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"options": "-c search_path=rg"}}
+    args = engine_options(config)["connect_args"]
+    assert args == {"connect_timeout": 2, "options": "-c search_path=rg"}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -93,3 +95,55 @@ def test_a_frozen_then_dead_redis_gets_clients_a_503_in_seconds_and_readyz_says_
     assert response.status_code == 503 and took < 3
     assert ready().status_code == 503
     assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200  # the process itself is fine
+
+
+class SilentDatabase:
+    """A PostgreSQL address that accepts connections and never says a word, like a frozen server or
+    a firewall that swallows packets after the handshake."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.url = f"postgresql://relaygate@127.0.0.1:{self.listener.getsockname()[1]}/relaygate"
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # kept open, never answered
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def silent_database() -> Iterator[SilentDatabase]:
+    server = SilentDatabase()
+    yield server
+    server.close()
+
+
+def test_a_database_that_never_answers_gets_clients_a_503_in_seconds(gunicorn_factory, silent_database):
+    server = gunicorn_factory(workers=1, TEST_DATABASE_URL=silent_database.url, DATABASE_CONNECT_TIMEOUT="2")
+    headers = {"Authorization": "Bearer sk-gateway-" + "a" * 48}
+
+    chat, took = _timed(
+        lambda: requests.post(f"{server.url}/v1/chat/completions", json=chat_body(), headers=headers, timeout=60)
+    )
+    assert chat.status_code == 503 and took < 6, (chat.status_code, took)
+    assert chat.json()["error"]["code"] == "service_unavailable" and chat.headers["Retry-After"] == "5"
+
+    page, took = _timed(lambda: requests.get(f"{server.url}/", timeout=60))
+    assert page.status_code == 503 and took < 6, (page.status_code, took)
+    assert "text/html" in page.headers["Content-Type"] and "briefly unavailable" in page.text
+
+    ready, took = _timed(lambda: requests.get(f"{server.url}/readyz", timeout=60))
+    assert ready.status_code == 503 and took < 6
+    assert ready.json()["checks"]["database"].startswith("OperationalError")
+    assert silent_database.accepted  # the gateway really did connect and wait
