@@ -100,6 +100,8 @@ class Config:
     USAGE_DRAIN_BATCH = _env_int("USAGE_DRAIN_BATCH", 500)  # usage records per SQL transaction
     USAGE_DRAIN_KICK_SECONDS = _env_float("USAGE_DRAIN_KICK_SECONDS", 0.5)  # each web process wakes the worker
     USAGE_DRAIN_SECONDS = _env_float("USAGE_DRAIN_SECONDS", 5.0)  # beat: drain in case a wake was lost
+    # Usage a process could write neither to Redis nor to SQL waits here, one file per process, until it can.
+    USAGE_SPOOL_DIR = _env("USAGE_SPOOL_DIR", str(INSTANCE_DIR / "usage-spool"))
     USAGE_RECONCILE_SECONDS = _env_float("USAGE_RECONCILE_SECONDS", 60.0)  # beat: correct live balances from SQL
     LEGACY_TOKENS_PER_USD = _env_int("LEGACY_TOKENS_PER_USD", 1_000_000)  # /dashboard/billing/*: $1 shown per 1M tokens
 
