@@ -68,6 +68,7 @@ class Config:
     REDIS_CONNECT_TIMEOUT = _env_float("REDIS_CONNECT_TIMEOUT", 2.0)
     REDIS_SOCKET_TIMEOUT = _env_float("REDIS_SOCKET_TIMEOUT", 3.0)
     MAX_CONTENT_LENGTH = _env_int("RELAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
+    REQUEST_BODY_TIMEOUT = _env_float("REQUEST_BODY_TIMEOUT", 60.0)  # a body still arriving after this: 408
     JSON_SORT_KEYS = False
 
     # Upstream seed (the first `flask db upgrade` writes it to the upstreams table).

@@ -65,7 +65,11 @@ def init_extensions(app: Flask) -> None:
 
 def install_middleware(app: Flask) -> None:
     from app.api.paths import NormalizeApiPaths
+    from app.request_body import BodyGuard
 
+    app.wsgi_app = BodyGuard(  # type: ignore[method-assign]
+        app.wsgi_app, max_bytes=app.config["MAX_CONTENT_LENGTH"], timeout=app.config["REQUEST_BODY_TIMEOUT"]
+    )
     app.wsgi_app = NormalizeApiPaths(app.wsgi_app)  # type: ignore[method-assign]
 
 
