@@ -130,6 +130,7 @@ class Config:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
+    HSTS_SECONDS = _env_int("HSTS_SECONDS", 0)  # Strict-Transport-Security max-age; production: 1 year
     REMEMBER_COOKIE_HTTPONLY = True
     ADMIN_LOGIN_ATTEMPTS_PER_15_MIN = _env_int("ADMIN_LOGIN_ATTEMPTS_PER_15_MIN", 10)
     ADMIN_UPSTREAM_TIMEOUT = _env_float("ADMIN_UPSTREAM_TIMEOUT", 8.0)  # seconds, for "test connection"
@@ -211,6 +212,7 @@ def weak_secret_reason(value: str | None) -> str | None:
 
 class ProductionConfig(Config):
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
+    HSTS_SECONDS = _env_int("HSTS_SECONDS", 365 * 86400)
 
     @property
     def SECRET_KEY(self) -> str:  # noqa: N802

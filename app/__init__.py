@@ -66,6 +66,9 @@ def init_extensions(app: Flask) -> None:
 def install_middleware(app: Flask) -> None:
     from app.api.paths import NormalizeApiPaths
     from app.request_body import BodyGuard
+    from app.security import init_hsts
+
+    init_hsts(app)
 
     app.wsgi_app = BodyGuard(  # type: ignore[method-assign]
         app.wsgi_app, max_bytes=app.config["MAX_CONTENT_LENGTH"], timeout=app.config["REQUEST_BODY_TIMEOUT"]

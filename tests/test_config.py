@@ -35,8 +35,8 @@ def test_weak_secrets_are_named(secret, refused):
 
 def _start(**env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "TEST_"))}
+    code = "from app import create_app; app = create_app(); " + env.pop("CODE", "")
     clean.update({"APP_ENV": "production", "DATABASE_URL": "sqlite://", **env})
-    code = "from app import create_app; create_app()"
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60)
 
 
@@ -56,9 +56,14 @@ def test_production_does_not_start_with_a_weak_setting(env, says):
     assert "token_urlsafe" in started.stderr or "PUBLIC_BASE_URL" in started.stderr
 
 
-def test_production_starts_with_strong_settings():
-    started = _start(SECRET_KEY=STRONG, PUBLIC_BASE_URL="https://shop.example")
+def test_production_starts_with_strong_settings_and_sends_hsts():
+    started = _start(
+        SECRET_KEY=STRONG,
+        PUBLIC_BASE_URL="https://shop.example",
+        CODE="print(app.test_client().get('/healthz').headers.get('Strict-Transport-Security'))",
+    )
     assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "max-age=31536000"
 
 
 TIMEOUTS = {"DATABASE_CONNECT_TIMEOUT": 3, "DATABASE_STATEMENT_TIMEOUT": 1.5, "DATABASE_POOL_TIMEOUT": 4.0}

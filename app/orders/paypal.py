@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import paypalrestsdk
 import requests
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 LIVE_BASE = "https://api-m.paypal.com"
 SANDBOX_BASE = "https://api-m.sandbox.paypal.com"
+# Where PayPal's payer-action link sends a buyer; a PAYPAL_API_BASE of one's own serves that page too.
+APPROVAL_ORIGINS = ("https://www.paypal.com", "https://www.sandbox.paypal.com")
 
 
 class PayPalError(Exception):
@@ -92,6 +95,15 @@ class _TimedApi(paypalrestsdk.Api):
                     raise
                 self.token_hash = None  # expired or revoked token: fetch a new one, once
         return None  # unreachable
+
+
+def approval_origins(config: Any) -> tuple[str, ...]:
+    """The origins a checkout may redirect the buyer's browser to."""
+    custom = config.get("PAYPAL_API_BASE")
+    if not custom:
+        return APPROVAL_ORIGINS
+    parts = urlsplit(custom)
+    return (*APPROVAL_ORIGINS, f"{parts.scheme}://{parts.netloc}")
 
 
 def init_paypal(app: Flask) -> None:

@@ -20,6 +20,7 @@ from app.models import ApiKey, Order
 from app.orders import checkout, fulfilment, lostkey, paypal, webhooks
 from app.orders.plans import active_plans, display_name, get_active_plan, model_multipliers
 from app.orders.status import OrderStatus
+from app.security import content_security_policy, page_headers
 from app.store import balance
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,11 @@ def _choose_locale_for_this_request() -> None:
 
 
 @bp.after_request
-def _remember_language(response: Response) -> Response:
+def _page_headers(response: Response) -> Response:
     chosen = request.args.get("lang")
     if chosen in current_app.config.get("LANGUAGES", ("en", "zh")):
         response.set_cookie(LANG_COOKIE, chosen, max_age=365 * 86400, samesite="Lax", httponly=True)
-    return response
+    return page_headers(response, csp=content_security_policy(paypal.approval_origins(current_app.config)))
 
 
 @bp.context_processor

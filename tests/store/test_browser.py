@@ -26,12 +26,16 @@ def test_buyer_goes_from_pricing_to_a_working_key(
 ) -> None:
     app.config["PUBLIC_BASE_URL"] = live_server.url  # PayPal must send the buyer back to this server
     page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+    blocked: list[str] = []
+    page.on(
+        "console", lambda message: blocked.append(message.text) if "Content Security Policy" in message.text else None
+    )
     page.goto(f"{live_server.url}/")
     page.get_by_role("link", name="Buy", exact=True).click()
     page.get_by_label("Your email").fill("browser@example.com")
     page.get_by_role("button", name="Pay $1 with PayPal").click()
 
-    assert page.url.startswith(f"{paypal.base_url}/checkoutnow")
+    assert page.url.startswith(f"{paypal.base_url}/checkoutnow")  # the CSP's form-action lets checkout leave
     page.get_by_role("button", name="Pay now").click()
 
     page.wait_for_url(f"{live_server.url}/order/*")
@@ -50,4 +54,5 @@ def test_buyer_goes_from_pricing_to_a_working_key(
     page.reload()
     assert key not in page.content()  # shown once
     assert key in text_of(mail.wait_for(1)[0])
+    assert blocked == []  # nothing on the way was refused by the pages' own CSP
     page.close()

@@ -102,3 +102,16 @@ def test_store_task_names_are_registered_with_the_worker(app):
     registered = set(app.extensions["celery"].tasks)
     assert {jobs.PAYPAL_WEBHOOK, jobs.PAYPAL_RECONCILE, jobs.EMAIL_ORDER} <= registered
     assert {jobs.EMAIL_LOST_KEY_LINK, jobs.EMAIL_REPLACEMENT_KEY} <= registered
+
+
+def test_store_pages_send_the_same_protective_headers_as_the_admin(app, client, plan):
+    app.config["PAYPAL_API_BASE"] = "http://127.0.0.1:9999"
+    for path in ("/", "/guide", f"/buy/{plan.id}", "/lost-key", "/balance"):
+        headers = client.get(path).headers
+        csp = headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "object-src 'none'" in csp, path
+        # checkout answers a form post with a redirect to PayPal; everything else posts here
+        assert "form-action 'self' https://www.paypal.com https://www.sandbox.paypal.com http://127.0.0.1:9999" in csp
+        assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "same-origin"
+        assert "Strict-Transport-Security" not in headers  # not in development: it would stick to http://127.0.0.1
