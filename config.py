@@ -107,7 +107,7 @@ class Config:
     LEGACY_TOKENS_PER_USD = _env_int("LEGACY_TOKENS_PER_USD", 1_000_000)  # /dashboard/billing/*: $1 shown per 1M tokens
 
     # Storefront and email.
-    PUBLIC_BASE_URL = _env("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+    PUBLIC_BASE_URL = _env("PUBLIC_BASE_URL")  # unset: the address each request came in on (app/site.py)
     PAYPAL_CLIENT_ID = _env("PAYPAL_CLIENT_ID")
     PAYPAL_CLIENT_SECRET = _env("PAYPAL_CLIENT_SECRET")
     PAYPAL_MODE = _env("PAYPAL_MODE", "sandbox")

@@ -81,10 +81,11 @@ def enqueue_order_email(order_id: int) -> None:
     _send(EMAIL_ORDER, order_id)
 
 
-def enqueue_lost_key_link(email: str, locale: str) -> None:
-    _send(EMAIL_LOST_KEY_LINK, email, locale)
+def enqueue_lost_key_link(email: str, locale: str, site: str) -> None:
+    """`site`: the address the visitor used, for the link (app.site)."""
+    _send(EMAIL_LOST_KEY_LINK, email, locale, site)
 
 
-def enqueue_replacement_key(key_id: int, key_ciphertext: str, locale: str) -> None:
+def enqueue_replacement_key(key_id: int, key_ciphertext: str, locale: str, site: str) -> None:
     """`key_ciphertext` is app.secretbox output: the task payload never holds a readable key."""
-    _send(EMAIL_REPLACEMENT_KEY, key_id, key_ciphertext, locale)
+    _send(EMAIL_REPLACEMENT_KEY, key_id, key_ciphertext, locale, site)

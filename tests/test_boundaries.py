@@ -20,7 +20,7 @@ ALLOWED_APP_IMPORTS = {
     # relay is a library of plain values and pure functions: billing reads its usage and outcomes
     "app.billing": {"app.models", "app.extensions", "app.secretbox", "app.relay", "app.mailer", "app.jobs"},
     "app.routing": {"app.models", "app.extensions", "app.secretbox"},
-    "app.api": {"app.relay", "app.routing", "app.billing", "app.models", "app.jobs", "app.extensions"},
+    "app.api": {"app.relay", "app.routing", "app.billing", "app.models", "app.jobs", "app.extensions", "app.site"},
     "app.orders": {
         "app.billing",
         "app.models",
@@ -29,8 +29,18 @@ ALLOWED_APP_IMPORTS = {
         "app.secretbox",
         "app.mailer",
         "app.i18n",
+        "app.site",
     },
-    "app.store": {"app.orders", "app.billing", "app.models", "app.jobs", "app.extensions", "app.i18n"},
+    "app.store": {
+        "app.orders",
+        "app.billing",
+        "app.models",
+        "app.jobs",
+        "app.extensions",
+        "app.i18n",
+        "app.security",
+        "app.site",
+    },
     "app.admin": {
         "app.orders",
         "app.routing",

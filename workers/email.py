@@ -24,10 +24,10 @@ def send_order_email(order_id: int) -> None:
 
 
 @shared_task(name="email.send_lost_key_link", **_RETRY)
-def send_lost_key_link(email: str, locale: str) -> None:
-    delivery.send_lost_key_link(email, locale)
+def send_lost_key_link(email: str, locale: str, site: str | None = None) -> None:
+    delivery.send_lost_key_link(email, locale, site)
 
 
 @shared_task(name="email.send_replacement_key", **_RETRY)
-def send_replacement_key(key_id: int, key_ciphertext: str, locale: str) -> None:
-    delivery.send_replacement_key(key_id, key_ciphertext, locale)
+def send_replacement_key(key_id: int, key_ciphertext: str, locale: str, site: str | None = None) -> None:
+    delivery.send_replacement_key(key_id, key_ciphertext, locale, site)

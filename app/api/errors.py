@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnava
 
 from app.billing.errors import InvalidKey, QuotaExceeded, RateLimited
 from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout
+from app.site import site_url
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def invalid_key(exc: InvalidKey, masked: str = "") -> ApiError:
 
 
 def quota_exceeded(exc: QuotaExceeded) -> ApiError:
-    buy = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + "/topup"
+    buy = site_url() + "/topup"
     message = f"This key has used {exc.used:,} of its {exc.total:,} tokens; {exc.remaining:,} remain"
     if exc.held:
         running = "request" if exc.running == 1 else "requests"

@@ -50,6 +50,7 @@ class Order(db.Model):
     paypal_order_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     paypal_capture_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     locale: Mapped[str] = mapped_column(String(8), default="en")
+    site_url: Mapped[str | None] = mapped_column(String(255))  # the address the buyer used, for links
     # The new key, encrypted, kept only until the buyer's page and the email have used it.
     key_ciphertext: Mapped[str | None] = mapped_column(Text)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -19,6 +19,7 @@ from app.models import ApiKey, Order, utcnow
 from app.orders import fulfilment, lostkey, paypal
 from app.orders.plans import display_name, get_active_plan
 from app.orders.status import PAYABLE, OrderStatus
+from app.site import site_url
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def start(plan_id: int, email: str, *, key_text: str | None = None, locale: str 
         currency=plan.currency,
         status=OrderStatus.CREATED,
         locale=locale,
+        site_url=site_url(),
     )
     db.session.add(order)
     db.session.commit()
@@ -88,7 +90,7 @@ def start(plan_id: int, email: str, *, key_text: str | None = None, locale: str 
 
 
 def _create_at_paypal(order: Order, plan_name: str) -> str:
-    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    base = site_url(order.site_url)
     try:
         created = paypal.create_order(
             reference=order.public_id,

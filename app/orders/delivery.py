@@ -27,6 +27,7 @@ from app.models import ApiKey, Order, utcnow
 from app.orders import fulfilment, lostkey
 from app.orders.plans import display_name
 from app.orders.status import OrderStatus
+from app.site import site_url
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,11 @@ def _settings() -> mailer.SmtpSettings | None:
         return None
 
 
-def _base_url() -> str:
-    return current_app.config["PUBLIC_BASE_URL"].rstrip("/")
-
-
-def _message(template: str, locale: str, to: str, message_id: str | None, **context: Any) -> EmailMessage:
+def _message(
+    template: str, locale: str, to: str, message_id: str | None, site: str | None, **context: Any
+) -> EmailMessage:
     settings = mailer.SmtpSettings.from_config(current_app.config)
-    context.update(base_url=_base_url(), app_name=current_app.config.get("APP_NAME", "RelayGate"))
+    context.update(base_url=site_url(site), app_name=current_app.config.get("APP_NAME", "RelayGate"))
     with force_locale(locale):
         subject = str(SUBJECTS[template]) % context
         text = render_template(f"email/{template}.txt", **context)
@@ -117,11 +116,12 @@ def _order_message(order: Order) -> EmailMessage:
     }
     domain = _domain()
     if order.kind == "topup":
-        return _message("topup", order.locale, order.email, f"<topup-{order.public_id}@{domain}>", **context)
+        return _message(
+            "topup", order.locale, order.email, f"<topup-{order.public_id}@{domain}>", order.site_url, **context
+        )
     plaintext = fulfilment.read_key_for_email(order)
-    return _message(
-        "order_key", order.locale, order.email, f"<order-{order.public_id}@{domain}>", key=plaintext, **context
-    )
+    message_id = f"<order-{order.public_id}@{domain}>"
+    return _message("order_key", order.locale, order.email, message_id, order.site_url, key=plaintext, **context)
 
 
 def _domain() -> str:
@@ -129,19 +129,20 @@ def _domain() -> str:
     return sender.rsplit("@", 1)[-1].strip(" >") or "localhost"
 
 
-def send_lost_key_link(email: str, locale: str) -> bool:
+def send_lost_key_link(email: str, locale: str, site: str | None = None) -> bool:
     keys = lostkey.keys_for_email(email)
     settings = _settings()
     if not keys or settings is None:
         return False
-    links = [(key.prefix, f"{_base_url()}/lost-key/confirm/{lostkey.make_token(key)}") for key in keys]
+    base = site_url(site)
+    links = [(key.prefix, f"{base}/lost-key/confirm/{lostkey.make_token(key)}") for key in keys]
     with _sending(f"link:{hashlib.sha256(email.lower().encode()).hexdigest()[:24]}") as may_send:
         if may_send:
-            mailer.send(_message("lost_key_link", locale, keys[0].email or email, None, links=links), settings)
+            mailer.send(_message("lost_key_link", locale, keys[0].email or email, None, site, links=links), settings)
     return may_send
 
 
-def send_replacement_key(key_id: int, ciphertext: str, locale: str) -> bool:
+def send_replacement_key(key_id: int, ciphertext: str, locale: str, site: str | None = None) -> bool:
     """The new key after a replacement. `ciphertext` is the key encrypted with app.secretbox."""
     key = db.session.get(ApiKey, key_id)
     settings = _settings()
@@ -158,6 +159,7 @@ def send_replacement_key(key_id: int, ciphertext: str, locale: str) -> bool:
             locale,
             key.email,
             f"<replacement-{key.id}-{marker[-12:]}@{_domain()}>",
+            site,
             key=plaintext,
             key_prefix=display_prefix(plaintext),
         )

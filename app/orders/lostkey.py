@@ -15,6 +15,7 @@ from app import jobs, secretbox
 from app.billing import key_lifecycle
 from app.extensions import db, get_redis
 from app.models import ApiKey
+from app.site import site_url
 
 LINK_MAX_AGE = 3600
 RESEND_SECONDS = 60  # an operator's resend of the same key within this is a repeated click
@@ -37,7 +38,7 @@ def request_link(email: str, locale: str) -> None:
     prefix = current_app.config["BILLING_REDIS_PREFIX"]
     if not get_redis().set(f"{prefix}:lostkey:{email.lower()}", "1", nx=True, ex=600):
         return
-    jobs.enqueue_lost_key_link(email, locale)
+    jobs.enqueue_lost_key_link(email, locale, site_url())
 
 
 def make_token(key: ApiKey) -> str:
@@ -74,7 +75,7 @@ def replace(key: ApiKey, locale: str) -> bool:
     if plaintext is None:
         return False
     ciphertext = secretbox.encrypt(plaintext, current_app.config["SECRET_KEY"])
-    jobs.enqueue_replacement_key(key.id, ciphertext, locale)
+    jobs.enqueue_replacement_key(key.id, ciphertext, locale, site_url())
     return True
 
 

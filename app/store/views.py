@@ -21,6 +21,7 @@ from app.orders import checkout, fulfilment, lostkey, paypal, webhooks
 from app.orders.plans import active_plans, display_name, get_active_plan, model_multipliers
 from app.orders.status import OrderStatus
 from app.security import content_security_policy, page_headers
+from app.site import site_url
 from app.store import balance
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def _page_headers(response: Response) -> Response:
 
 @bp.context_processor
 def _page_context() -> dict[str, Any]:
-    return {"current_locale": locale(), "api_base_url": current_app.config["PUBLIC_BASE_URL"].rstrip("/") + "/v1"}
+    return {"current_locale": locale(), "api_base_url": site_url() + "/v1"}
 
 
 @bp.app_template_filter("money")

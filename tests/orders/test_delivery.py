@@ -44,3 +44,25 @@ def test_email_in_the_buyers_language(client, paypal, plan, mail):
     delivery.send_order_email(order.id)
     (message,) = mail.wait_for(1)
     assert message["Subject"] == "你的 RelayGate API 密钥"
+
+
+def test_without_a_public_url_links_follow_the_address_the_buyer_used(app, client, paypal, plan, mail, make_key):
+    app.config["PUBLIC_BASE_URL"] = None
+    app.config["SERVER_NAME"] = "shop.local:8050"  # the test client now uses this Host
+    order = start_purchase(client, plan, email="port@example.com")
+    assert paypal.order(order.paypal_order_id)["return_url"].startswith("http://shop.local:8050/checkout/return/")
+    page = follow_paypal_return(client, paypal, order).get_data(as_text=True)
+    assert "http://shop.local:8050/v1" in page
+
+    # the email goes out later, from a worker that never saw the buyer's request
+    assert reload(order).site_url == "http://shop.local:8050"
+    assert delivery.send_order_email(order.id) is True
+    assert "http://shop.local:8050/v1" in text_of(mail.wait_for(1)[0])
+
+    make_key(tokens=10, email="lost@example.com")
+    assert delivery.send_lost_key_link("lost@example.com", "en", "http://shop.local:8050") is True
+    assert "http://shop.local:8050/lost-key/confirm/" in text_of(mail.wait_for(2)[1])
+
+    app.config["PUBLIC_BASE_URL"] = "https://shop.example"  # once set, the operator's address wins over Host
+    assert delivery.send_lost_key_link("lost@example.com", "en", "http://evil.example") is True
+    assert "https://shop.example/lost-key/confirm/" in text_of(mail.wait_for(3)[2])
