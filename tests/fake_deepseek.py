@@ -51,6 +51,7 @@ class Seen:
     started: float
     closed_early_at: float | None = None  # the client (the gateway) hung up mid-answer
     finished_at: float | None = None
+    usage: dict[str, Any] | None = None  # what the fake reported, when it got as far as reporting it
 
 
 @dataclass
@@ -204,13 +205,13 @@ class FakeDeepSeek:
 
     def _stream(self, seen: Seen, body: dict[str, Any], options: dict[str, Any]) -> Iterator[bytes]:
         try:
-            yield from self._stream_events(body, options)
+            yield from self._stream_events(seen, body, options)
             seen.finished_at = time.monotonic()
         except GeneratorExit:
             seen.closed_early_at = time.monotonic()
             raise
 
-    def _stream_events(self, body: dict[str, Any], options: dict[str, Any]) -> Iterator[bytes]:
+    def _stream_events(self, seen: Seen, body: dict[str, Any], options: dict[str, Any]) -> Iterator[bytes]:
         end = b"\r\n" if options.get("crlf") else b"\n"
         model, cid = body.get("model", ""), str(uuid.uuid4())
         tokens, reasoning = self._lengths(body, options)
@@ -245,6 +246,7 @@ class FakeDeepSeek:
                 "choices": [],
                 "usage": self._usage(body, tokens, reasoning, options),
             }
+            seen.usage = usage["usage"]
             yield event(usage)
         yield event(b"[DONE]")
         if options.get("linger_after_done"):
@@ -292,6 +294,7 @@ class FakeDeepSeek:
         }
         data = b"\n" * int(options.get("leading_blank_lines", 0)) + json.dumps(payload).encode()
         seen.finished_at = time.monotonic()
+        seen.usage = payload["usage"]
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
 
