@@ -1,4 +1,5 @@
-"""The durable usage ledger in SQL, written by the worker, idempotent by request id.
+"""The durable usage ledger in SQL, idempotent by request id: written by the worker from the Redis
+outbox, and while Redis is down by the web process itself or by a replay of its spool (spool.py).
 
 A batch of usage records and the matching increase of each key's tokens_used commit in one
 transaction; a record whose request id is already in the table is skipped, so delivering the same
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
@@ -54,6 +55,7 @@ _ENTRY_FIELDS = tuple(f.name for f in fields(UsageEntry))
 # The columns of usage_records that come from an entry as they are (created_at is converted).
 FIELDS = tuple(name for name in _ENTRY_FIELDS if name != "created_at")
 _ATTEMPTS = 3
+_IN_CHUNK = 500  # ids per IN (...): far below SQLite's limit on bound parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,16 @@ class BatchResult:
 
 
 def write_batch(records: Sequence[dict[str, Any]]) -> BatchResult:
-    """Write what is new of `records` and add their billed tokens to their keys, in one transaction."""
+    """Write what is new of `records` and add their billed tokens to their keys, in one transaction.
+    When SQL fails (down, locked, timed out) the error is raised with the session rolled back."""
+    try:
+        return _write_batch(records)
+    except SQLAlchemyError:
+        db.session.rollback()  # so that the caller's session, and the next try, start clean
+        raise
+
+
+def _write_batch(records: Sequence[dict[str, Any]]) -> BatchResult:
     for _ in range(_ATTEMPTS):
         try:
             return _write_once(records)
@@ -76,6 +87,18 @@ def write_batch(records: Sequence[dict[str, Any]]) -> BatchResult:
 def write_record(record: dict[str, Any]) -> bool:
     """Insert one record and add its billed tokens to the key, once. False if it was already written."""
     return write_batch([record]).written == 1
+
+
+def recorded(request_ids: Iterable[str]) -> set[str]:
+    """Which of `request_ids` have their usage record in SQL."""
+    ids = sorted(set(request_ids))
+    found: set[str] = set()
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        found.update(
+            db.session.execute(db.select(UsageRecord.request_id).where(UsageRecord.request_id.in_(chunk))).scalars()
+        )
+    return found
 
 
 def key_totals(key_ids: Iterable[int]) -> dict[int, tuple[int, int]]:

@@ -4,7 +4,9 @@ settle once however it ends, and queue its usage record.
 Redis round trips per chat completion: one for admission (rate limit, concurrency cap and hold in
 one script), one per QUOTA_HOLD_STEP tokens of a streamed answer past the first (extending the
 hold), and one for settlement (release the hold, bill, queue the usage record). The record goes to
-SQL through the worker, which this process wakes at most every USAGE_DRAIN_KICK_SECONDS.
+SQL through the worker, which this process wakes at most every USAGE_DRAIN_KICK_SECONDS. With
+Redis down the record goes to SQL at once, and with SQL down too to this machine's spool (spool.py),
+replayed after the next settlement that succeeds.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any, Protocol
 
 from flask import Flask, current_app, has_app_context
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import jobs
-from app.billing import ledger, pricing, quota, ratelimit, statements, tokenizer
+from app.billing import ledger, pricing, quota, ratelimit, spool, statements, tokenizer
 from app.billing.errors import QuotaExceeded, RateLimited
 from app.billing.key_lookup import KeyInfo
 from app.billing.ledger import UsageEntry
@@ -243,12 +246,27 @@ def _settle_live(settlement: Settlement, held: int, entry: UsageEntry) -> None:
             get_redis(), _prefix(), settlement.key_id, settlement.request_id, held, entry.billed_tokens, entry.to_json()
         )
     except RedisError:
-        # The live ledger is unreachable: keep the durable one right; reconcile fixes Redis later.
+        # The live ledger is unreachable: keep the durable one right; reconcile fixes Redis later
+        # (and frees the hold once the record is in SQL).
         log.warning("live settle of %s failed; writing its usage record to SQL directly", settlement.request_id)
-        ledger.write_record(entry.as_dict())
+        _settle_durable(entry)
         return
     if queued > 0:
         _wake_drain()
+    spool.replay_soon()
+
+
+def _settle_durable(entry: UsageEntry) -> None:
+    """The usage record straight into SQL or, when SQL fails as well, into this machine's spool.
+    Never raises: the stream this settles still has its last frame to send."""
+    record = entry.as_dict()
+    try:
+        ledger.write_record(record)
+    except SQLAlchemyError as exc:
+        log.warning("usage record %s not written to SQL either (%s)", entry.request_id, exc.__class__.__name__)
+        spool.keep(record)
+        return
+    spool.replay_soon()
 
 
 def _entry(

@@ -6,10 +6,13 @@ the keys' pending and raises each key's synced to the tokens_used its transactio
 worker killed anywhere in between leaves the records in the outbox; the next drain writes what SQL
 lacks and skips what it has, so nothing is lost or counted twice.
 
-reconcile(): for every key with live state, compares Redis with SQL and corrects drift: quota,
-synced (in both directions when nothing moved meanwhile, else only up), pending (recomputed from the
-outbox), held (recomputed from the holds, with holds of processes that died dropped), and forgets
-keys idle for a day, whose state is rebuilt from SQL on their next request.
+reconcile(): first writes this machine's usage spool to SQL (records that reached neither Redis nor
+SQL when their request ended, spool.py), drains, then for every key with live state compares Redis
+with SQL and corrects drift: quota, synced (in both directions when nothing moved meanwhile, else
+only up), pending (recomputed from the outbox), held (recomputed from the holds, with holds of
+processes that died dropped, and holds of requests whose usage record is already in SQL: their
+settlement never reached Redis, and the record is what they cost now, so they must not also stay
+held), and forgets keys idle for a day, whose state is rebuilt from SQL on their next request.
 
 What survives Redis losing its data (FLUSHALL, or a restart without persistence): everything SQL
 has. Balances are rebuilt from it on each key's next request, and synced only ever rises to values
@@ -31,7 +34,7 @@ from typing import Any
 
 from flask import current_app
 
-from app.billing import ledger, quota
+from app.billing import ledger, quota, spool
 from app.billing.scripts import INT, NOW, Script
 from app.extensions import db, get_redis
 
@@ -67,7 +70,8 @@ return acked
 )
 
 # KEYS: outbox, live set, then per key: acct, quota, holds
-# ARGV: JSON {"k": [[id, sql quota, sql used, qver seen before the SQL read, synced seen before it], ...],
+# ARGV: JSON {"k": [[id, sql quota, sql used, qver seen before the SQL read, synced seen before it,
+#                    [hold members of requests already recorded in SQL]], ...],
 #             "ttl": quota cache seconds, "scan": 1 to recompute pending from the outbox, "idle": ms}
 _FIX = Script(
     NOW
@@ -92,6 +96,7 @@ for i, k in ipairs(data.k) do
   local acct, qkey, holds = KEYS[3 * i], KEYS[3 * i + 1], KEYS[3 * i + 2]
   local id = int(k[1])
   redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+  for _, m in ipairs(k[6]) do redis.call('ZREM', holds, m) end
   local held = 0
   for _, m in ipairs(redis.call('ZRANGE', holds, 0, -1)) do
     held = held + tonumber(string.match(m, '|(%d+)$'))
@@ -132,13 +137,25 @@ def drain_outbox() -> int:
 
 
 def reconcile() -> dict[str, int]:
-    """The usage.reconcile job (Celery beat): drain, then correct every live balance from SQL."""
+    """The usage.reconcile job (Celery beat): replay this machine's spool, drain, then correct every
+    live balance from SQL."""
     config = current_app.config
+    _replay_spool()
     drained = drain_outbox()
     fixes = reconcile_live(get_redis(), config["BILLING_REDIS_PREFIX"], quota.live_ttl(config))
     for key_id, field, old, new in fixes:
         log.warning("reconcile corrected key %s: %s was %s, now %s", key_id, field, old, new)
     return {"drained": drained, "corrected": len(fixes)}
+
+
+def _replay_spool() -> None:
+    try:
+        replayed = spool.replay_spool()
+    except OSError:
+        log.exception("the usage spool in %s cannot be read", current_app.config["USAGE_SPOOL_DIR"])
+        return
+    if replayed.files:
+        log.warning("usage spool: %d records from %d files written to SQL", replayed.written, len(replayed.files))
 
 
 def drain(redis: Any, prefix: str, batch_size: int, limit: int = 100_000) -> int:
@@ -214,8 +231,12 @@ def _reconcile_chunk(
     pipe = redis.pipeline(transaction=False)
     for key_id in key_ids:
         pipe.hmget(quota.acct_key(prefix, key_id), "qver", "synced")
-    seen = dict(zip(key_ids, pipe.execute(), strict=True))
+        pipe.zrange(quota.holds_key(prefix, key_id), 0, -1)
+    replies = pipe.execute()
+    seen = dict(zip(key_ids, replies[::2], strict=True))
+    holds = {key_id: [m.decode() for m in members] for key_id, members in zip(key_ids, replies[1::2], strict=True)}
     totals = ledger.key_totals(key_ids)
+    recorded = ledger.recorded(m.rpartition("|")[0] for members in holds.values() for m in members)
     db.session.rollback()
     gone = [k for k in key_ids if k not in totals]
     if gone:
@@ -228,7 +249,8 @@ def _reconcile_chunk(
     for key_id in present:
         keys += [quota.acct_key(prefix, key_id), quota.quota_key(prefix, key_id), quota.holds_key(prefix, key_id)]
         qver, synced = seen[key_id]
-        rows.append([key_id, *totals[key_id], _text(qver, "0"), _text(synced, "")])
+        settled = [m for m in holds[key_id] if m.rpartition("|")[0] in recorded]
+        rows.append([key_id, *totals[key_id], _text(qver, "0"), _text(synced, ""), settled])
     payload = {"k": rows, "ttl": cache_seconds, "scan": scan, "idle": IDLE_MS}
     reply = json.loads(_FIX(redis, keys, [json.dumps(payload)]))
     return [(int(k), field, old, int(new)) for k, field, old, new in reply or []]
