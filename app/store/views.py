@@ -22,7 +22,7 @@ from app.orders.plans import active_plans, display_name, get_active_plan, model_
 from app.orders.status import OrderStatus
 from app.security import content_security_policy, page_headers
 from app.site import site_url
-from app.store import balance
+from app.store import balance, status
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,11 @@ def index() -> str:
 @bp.get("/guide")
 def guide() -> str:
     return render_template("store/guide.html")
+
+
+@bp.get("/status")
+def status_page() -> str:
+    return render_template("store/status.html", models=status.load(), windows=status.WINDOWS)
 
 
 @bp.get("/buy/<int:plan_id>")
