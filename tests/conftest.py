@@ -27,6 +27,8 @@ from tests.fake_deepseek import FakeDeepSeek, FakeServer
 REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "11"))
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 UPSTREAM_SECRET = "sk-upstream-test-secret"
+# Usage spooled by the gateways a test starts: never the repository's instance/usage-spool.
+SPOOL_DIR = tempfile.mkdtemp(prefix="relaygate-test-spool-")
 
 
 def free_port() -> int:
@@ -64,6 +66,7 @@ def app_overrides(db_url: str, fake_base_url: str, **extra: Any) -> dict[str, An
         "UPSTREAM_BASE_URL": fake_base_url,
         "UPSTREAM_API_KEY": UPSTREAM_SECRET,
         "RELAY_KEEPALIVE_INTERVAL": 10.0,
+        "USAGE_SPOOL_DIR": SPOOL_DIR,
         **extra,
     }
 
@@ -160,6 +163,7 @@ def subprocess_env(db_url: str, **extra: str) -> dict[str, str]:
             "APP_ENV": "testing",
             "TEST_DATABASE_URL": db_url,
             "TEST_REDIS_URL": REDIS_URL,
+            "USAGE_SPOOL_DIR": SPOOL_DIR,
             "PYTHONUNBUFFERED": "1",
             **extra,
         }
