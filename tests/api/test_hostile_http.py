@@ -132,8 +132,9 @@ def test_a_content_length_over_the_limit_is_a_413_before_the_body_is_read(server
     exchange = Exchange(server.url).send(
         head("/v1/chat/completions", f"Authorization: Bearer {key}", f"Content-Length: {LIMIT + 1}")
     )
-    status, _, body, took = exchange.response()
-    assert status == 413 and took < 1 and "larger than the" in api_error(body)["message"]
+    status, _, body, _ = exchange.response()
+    # no body is sent at all: had the gateway waited for it, the answer would be the deadline's 408
+    assert status == 413 and "larger than the" in api_error(body)["message"]
 
 
 def test_a_chunked_request_within_the_limit_is_answered_as_usual(server, key, fake):
