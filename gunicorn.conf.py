@@ -1,6 +1,9 @@
 """gunicorn settings; command-line flags (-w, -b) override these."""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -15,3 +18,28 @@ control_socket_disable = True
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+
+# Prometheus multiprocess mode (app/metrics.py): every worker writes its metrics to files in one
+# directory, which /metrics adds up. It must be set before the workers import the app, and must not
+# hold a previous run's files. Unset, each start gets a fresh temporary directory of its own.
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relaygate-metrics-")
+
+
+def on_starting(server):
+    # An operator's directory may hold files of a run that ended uncleanly: their counts would be
+    # added to this run's. Only prometheus-client's own files are removed.
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -80,6 +80,7 @@ def register_blueprints(app: Flask) -> None:
     from app.admin.views import bp as admin_bp
     from app.api.balance import bp as balance_bp
     from app.api.health import bp as health_bp
+    from app.api.metrics import bp as metrics_bp
     from app.api.views import bp as api_bp
     from app.auth.views import bp as auth_bp
     from app.extensions import csrf
@@ -88,6 +89,7 @@ def register_blueprints(app: Flask) -> None:
     csrf.exempt(api_bp)  # bearer-key API: no cookies, so no CSRF
     csrf.exempt(balance_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(metrics_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(balance_bp)
     app.register_blueprint(store_bp)

@@ -18,9 +18,26 @@ ALLOWED_APP_IMPORTS = {
     "app.relay": set(),
     "app.models": {"app.extensions"},
     # relay is a library of plain values and pure functions: billing reads its usage and outcomes
-    "app.billing": {"app.models", "app.extensions", "app.secretbox", "app.relay", "app.mailer", "app.jobs"},
+    "app.billing": {
+        "app.models",
+        "app.extensions",
+        "app.secretbox",
+        "app.relay",
+        "app.mailer",
+        "app.jobs",
+        "app.metrics",
+    },
     "app.routing": {"app.models", "app.extensions", "app.secretbox"},
-    "app.api": {"app.relay", "app.routing", "app.billing", "app.models", "app.jobs", "app.extensions", "app.site"},
+    "app.api": {
+        "app.relay",
+        "app.routing",
+        "app.billing",
+        "app.models",
+        "app.jobs",
+        "app.extensions",
+        "app.site",
+        "app.metrics",
+    },
     "app.orders": {
         "app.billing",
         "app.models",

@@ -24,7 +24,7 @@ from flask import Flask, current_app, has_app_context
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import jobs
+from app import jobs, metrics
 from app.billing import ledger, pricing, quota, ratelimit, spool, statements, tokenizer
 from app.billing.errors import QuotaExceeded, RateLimited
 from app.billing.key_lookup import KeyInfo
@@ -156,7 +156,9 @@ class Meter:
         self.held = held  # billed tokens held for this request now
         self.billed: int | None = None
         self.window: ratelimit.RateWindow | None = None  # the rate limit as admission left it
+        self.upstream = ""  # the upstream account that answered, once the relay knows (metrics only)
         self._multiplier = max(1, settlement.multipliers.completion)
+        metrics.admitted(settlement.stream)
 
     @property
     def covered(self) -> int:
@@ -232,6 +234,17 @@ class Meter:
         entry = _entry(settlement, usage, prompt, completion, billed, outcome, status_code, first_output_at)
         with _app_context(self.app):
             _settle_live(settlement, self.held, entry)
+        metrics.settled(
+            model=settlement.model,
+            upstream=self.upstream,
+            stream=settlement.stream,
+            status=status_code,
+            outcome=outcome,
+            seconds=entry.latency_ms / 1000,
+            first_token_seconds=None if entry.ttft_ms is None else entry.ttft_ms / 1000,
+            billed=billed,
+            reported=reported,
+        )
         return billed
 
 
