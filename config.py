@@ -135,6 +135,7 @@ class Config:
     ADMIN_LOGIN_ATTEMPTS_PER_15_MIN = _env_int("ADMIN_LOGIN_ATTEMPTS_PER_15_MIN", 10)
     ADMIN_UPSTREAM_TIMEOUT = _env_float("ADMIN_UPSTREAM_TIMEOUT", 8.0)  # seconds, for "test connection"
 
+    LOG_FORMAT = _env("LOG_FORMAT", "text")  # text, or json: one JSON object a line
     # Who may scrape GET /metrics: a bearer token and/or addresses or networks; neither set = off.
     METRICS_TOKEN = _env("METRICS_TOKEN")
     METRICS_ALLOW = _env("METRICS_ALLOW")

@@ -42,8 +42,9 @@ def load_config(app: Flask, config: type[Config] | None, overrides: Mapping[str,
 
 
 def init_logging(app: Flask) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app import logs
+
+    logs.init_logging(app)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
