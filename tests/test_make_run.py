@@ -50,7 +50,7 @@ class MakeRun:
         return self.log.read_text()
 
     def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        os.killpg(self.proc.pid, signal.SIGINT)  # gunicorn's quick shutdown; make stops with it
         try:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
