@@ -69,6 +69,8 @@ class Config:
     REDIS_SOCKET_TIMEOUT = _env_float("REDIS_SOCKET_TIMEOUT", 3.0)
     MAX_CONTENT_LENGTH = _env_int("RELAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
     REQUEST_BODY_TIMEOUT = _env_float("REQUEST_BODY_TIMEOUT", 60.0)  # a body still arriving after this: 408
+    # Reverse proxies in front (nginx = 1): their X-Forwarded-For/-Proto/-Host are believed, no more.
+    TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
     JSON_SORT_KEYS = False
 
     # Upstream seed (the first `flask db upgrade` writes it to the upstreams table).

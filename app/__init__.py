@@ -75,6 +75,13 @@ def install_middleware(app: Flask) -> None:
         app.wsgi_app, max_bytes=app.config["MAX_CONTENT_LENGTH"], timeout=app.config["REQUEST_BODY_TIMEOUT"]
     )
     app.wsgi_app = NormalizeApiPaths(app.wsgi_app)  # type: ignore[method-assign]
+    proxies = app.config["TRUSTED_PROXIES"]
+    if proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
 
 
 def register_blueprints(app: Flask) -> None:

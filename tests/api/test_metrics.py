@@ -10,11 +10,14 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from app import create_app
 from app.api.metrics import address_allowed, allowed_networks
 from app.billing import reconcile
 from app.extensions import db
 from app.models import UsageRecord
+from config import TestingConfig
 from tests.api.helpers import chat_body
+from tests.conftest import app_overrides
 
 TOKEN = "scrape-token-for-tests"
 
@@ -103,3 +106,18 @@ def test_every_workers_counts_add_up_to_what_clients_did_and_the_ledger_billed(
     reported = sum(u["prompt_tokens"] + u["completion_tokens"] for u in (s.usage for s in fake.requests) if u)
     assert total(found, "relaygate_upstream_tokens_total", **model) == reported
     assert len({pid for pid in server.worker_pids()}) == 2
+
+
+def test_behind_a_trusted_proxy_the_allow_list_sees_the_real_client_and_a_forged_header_does_not_help(
+    db_url, fake_server
+):
+    def client(**settings):
+        app = create_app(TestingConfig, app_overrides(db_url, fake_server.base_url, **settings))
+        return app.test_client()
+
+    forged = {"X-Forwarded-For": "203.0.113.9"}
+    direct = client(METRICS_ALLOW="203.0.113.0/24")
+    assert direct.get("/metrics", headers=forged).status_code == 404  # no proxy trusted: 127.0.0.1 asked
+    behind = client(METRICS_ALLOW="203.0.113.0/24", TRUSTED_PROXIES=1)
+    assert behind.get("/metrics", headers=forged).status_code == 200
+    assert behind.get("/metrics", headers={"X-Forwarded-For": "198.51.100.7"}).status_code == 404
