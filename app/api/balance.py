@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 
 from app.api import metering
 from app.api.auth import current_key, presented_key
 from app.api.errors import invalid_key
-from app.billing import key_lookup, pricing, quota, statements
+from app.billing import key_lookup, key_statement, pricing, quota, statements
 from app.billing.errors import InvalidKey
 from app.billing.key_format import hash_key, mask
 from app.extensions import db, get_redis
@@ -40,6 +40,49 @@ def key_balance() -> Response:
         row, default_rpm=current_app.config["KEY_DEFAULT_RPM"], all_models=statements.enabled_models()
     )
     return _json(report)
+
+
+@bp.get("/api/key/usage")
+def key_usage() -> Response:
+    """The key's statement as JSON: daily totals by model for `days` (1-90, default 30), its latest
+    requests with the counts their charge came from, and what changed its quota."""
+    row = _presented_row()
+    days = key_statement.days_window(request.args.get("days"))
+    lines, _ = key_statement.requests_page(row.id, 1)
+    return _json(
+        {
+            "object": "key.usage",
+            "days": days,
+            "daily": [
+                {"date": t.day.isoformat(), "model": t.model, "requests": t.requests, "billed_tokens": t.billed}
+                for t in key_statement.daily_totals(row.id, days)
+            ],
+            "requests": [_request_json(line) for line in lines],
+            "quota_changes": [
+                {"time": key_statement.iso(c.at), "kind": c.kind, "tokens": c.tokens, "reference": c.reference}
+                for c in key_statement.quota_changes(row.id)
+            ],
+        }
+    )
+
+
+def _request_json(line: key_statement.RequestLine) -> dict[str, Any]:
+    c = line.charge
+    return {
+        "time": key_statement.iso(line.created_at),
+        "model": line.model,
+        "stream": line.stream,
+        "outcome": line.outcome,
+        "prompt_tokens": c.prompt,
+        "prompt_cache_hit_tokens": c.cache_hit,
+        "prompt_cache_miss_tokens": c.cache_miss,
+        "completion_tokens": c.completion,
+        "reasoning_tokens": c.reasoning,
+        "billed_tokens": c.billed,
+        "prompt_multiplier": c.multipliers.prompt,
+        "completion_multiplier": c.multipliers.completion,
+        "formula": c.formula() if c.adds_up else None,
+    }
 
 
 @bp.get("/v1/dashboard/billing/subscription")

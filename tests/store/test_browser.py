@@ -84,3 +84,24 @@ def test_status_page_reads_on_a_phone_in_both_languages(
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         page.screenshot(path=str(SHOTS / f"status-{lang}.png"), full_page=True)
     page.close()
+
+
+def test_the_statement_reads_on_a_phone(app: Any, live_server: Any, browser: Browser, make_key: Any, fake: Any) -> None:
+    _, key = make_key(1_000_000)
+    client = OpenAI(base_url=f"{live_server.url}/v1", api_key=key, max_retries=0)
+    for model in ("deepseek-v4-flash", "deepseek-v4-pro", "deepseek-v4-flash"):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
+    with app.app_context():
+        reconcile.drain_outbox()
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/balance")
+    page.get_by_label("Your API key").fill(key)
+    page.get_by_role("button", name="Check").click()
+    page.wait_for_url(f"{live_server.url}/balance/statement")
+    assert page.get_by_role("heading", name="How a request is charged").is_visible()
+    assert page.locator("table.statement tbody tr").count() == 3
+    assert page.locator(".bar .seg").count() >= 1  # today's bar, in two colours
+    assert key not in page.content()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the table scrolls in its box
+    page.screenshot(path=str(SHOTS / "statement-en.png"), full_page=True)
+    page.close()

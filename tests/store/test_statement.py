@@ -1,0 +1,168 @@
+"""The key's statement: its sums equal the ledger for a key used every way a key is used (streams,
+non-streams, a client that hangs up, an upstream failure, a refund), on the page, in the CSV and in
+GET /api/key/usage; and the arithmetic shown for each request is the one that charged it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import date
+
+import pytest
+
+from app.billing import key_statement, reconcile
+from app.billing.key_statement import Charge, DayTotal, Multipliers
+from app.extensions import db
+from app.models import ModelRoute, UsageRecord
+from app.store.statement import chart
+from tests.api.helpers import chat_body, open_raw_stream
+from tests.conftest import wait_until
+from tests.shop import csrf_token, follow_paypal_return, reload, start_purchase
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("prompt", "hit", "completion", "billed", "multipliers", "formula", "adds_up"),
+    [
+        (1200, 1000, 350, 1550, Multipliers(1, 1), "1,200 × 1 + 350 × 1 = 1,550", True),
+        (1200, 0, 350, 3100, Multipliers(2, 2), "1,200 × 2 + 350 × 2 = 3,100", True),
+        (10, 0, 0, 10, Multipliers(1, 3), "10 × 1 + 0 × 3 = 10", True),
+        (1200, 0, 350, 900, Multipliers(1, 1), "1,200 × 1 + 350 × 1 = 1,550", False),  # cut at its hold
+    ],
+)
+def test_the_arithmetic_of_a_charge(prompt, hit, completion, billed, multipliers, formula, adds_up):
+    charge = Charge(prompt, hit, completion, 0, billed, multipliers)
+    assert charge.formula() == formula and charge.adds_up is adds_up
+    assert charge.cache_miss == prompt - hit
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("asked", "days"),
+    [("7", 7), (None, 30), ("", 30), ("0", 1), ("-5", 1), ("1000", 90), ("7.5", 30), ("seven", 30), ([], 30)],
+)
+def test_the_days_asked_for(asked, days):
+    assert key_statement.days_window(asked) == days
+
+
+@pytest.mark.unit
+def test_the_chart_has_every_day_and_scales_to_the_busiest():
+    today = date(2026, 12, 1)
+    totals = [
+        DayTotal(date(2026, 11, 29), "deepseek-v4-flash", 3, 300),
+        DayTotal(date(2026, 11, 29), "deepseek-v4-pro", 1, 100),
+        DayTotal(date(2026, 12, 1), "deepseek-v4-flash", 1, 100),
+        DayTotal(date(2026, 10, 1), "deepseek-v4-flash", 1, 999_999),  # outside the window: not drawn
+    ]
+    days = chart(totals[:3], 4, today)
+    assert [d.day.day for d in days] == [28, 29, 30, 1]
+    assert [d.total for d in days] == [0, 400, 0, 100]
+    assert [(s.model, s.percent) for s in days[1].segments] == [("deepseek-v4-flash", 75.0), ("deepseek-v4-pro", 25.0)]
+    assert days[3].segments[0].percent == 25.0 and days[0].segments == ()
+    assert [d.total for d in chart([], 3, today)] == [0, 0, 0]
+
+
+def _open_statement(client, key):
+    response = client.post("/balance/statement", data={"csrf_token": csrf_token(client, "/balance"), "key": key})
+    assert response.status_code == 303
+    return client.get(response.headers["Location"])
+
+
+def test_the_statement_adds_up_to_the_ledger_for_every_way_a_key_is_used(
+    app, client, live_server, paypal, plan, fake, redis
+):
+    order = start_purchase(client, plan, email="statement@example.com")
+    page = follow_paypal_return(client, paypal, order).get_data(as_text=True)
+    key = re.search(r"sk-gateway-\w+", page).group(0)
+    key_id = reload(order).api_key_id
+    db.session.execute(db.update(ModelRoute).filter_by(public_id="deepseek-v4-pro").values(completion_multiplier=3))
+    db.session.commit()
+    auth = {"Authorization": f"Bearer {key}"}
+
+    assert client.post("/v1/chat/completions", json=chat_body(content="one"), headers=auth).status_code == 200
+    pro = chat_body(content="two", model="deepseek-v4-pro", fake={"reasoning": 4})
+    assert client.post("/v1/chat/completions", json=pro, headers=auth).status_code == 200
+    assert b"[DONE]" in client.post("/v1/chat/completions", json=chat_body(stream=True), headers=auth).get_data()
+    fake.script(status=500)
+    assert client.post("/v1/chat/completions", json=chat_body(), headers=auth).status_code == 502
+    sock, _ = open_raw_stream(  # a client that hangs up mid-answer
+        live_server.port, key, chat_body(stream=True, fake={"tokens": 400, "delay": 0.02}), until=b"content"
+    )
+    sock.close()
+    prefix = app.config["BILLING_REDIS_PREFIX"]
+
+    def drained() -> int:
+        reconcile.drain(redis, prefix, batch_size=100)
+        db.session.expire_all()
+        return db.session.execute(db.select(UsageRecord).filter_by(api_key_id=key_id)).scalars().all()
+
+    wait_until(lambda: len(drained()) == 5, timeout=20)
+    refund = paypal.refund(reload(order).paypal_capture_id, amount="0.50")
+    assert paypal.send_webhook(f"{live_server.url}/paypal/webhook", paypal.event("PAYMENT.CAPTURE.REFUNDED", refund)).ok
+    from app.models import WebhookEvent
+    from app.orders import webhooks
+
+    for event in db.session.execute(db.select(WebhookEvent)).scalars().all():
+        webhooks.process_event(event.id)
+    records = drained()
+    ledger_billed = sum(r.billed_tokens for r in records)
+    outcomes = sorted(r.outcome for r in records)
+    assert outcomes == ["client_closed", "done", "done", "done", "upstream_error"]
+
+    # the page: every request, its arithmetic, and the quota changes
+    html = _open_statement(client, key).get_data(as_text=True)
+    assert key not in html  # the key itself is never shown back
+    assert html.count("<tr>") - 2 == 5 + 2  # header rows aside: five requests, a purchase and a refund
+    assert "Stopped by the client" in html and "Upstream error" in html and "Completed" in html
+    pro_record = next(r for r in records if r.model == "deepseek-v4-pro")
+    assert pro_record.reasoning_tokens == 4
+    route = db.session.execute(db.select(ModelRoute).filter_by(public_id="deepseek-v4-pro")).scalar_one()
+    pm = route.prompt_multiplier
+    assert pro_record.billed_tokens == pro_record.prompt_tokens * pm + pro_record.completion_tokens * 3
+    expected = (
+        f"{pro_record.prompt_tokens:,} × {pm} + {pro_record.completion_tokens:,} × 3 = {pro_record.billed_tokens:,}"
+    )
+    assert expected in html
+    assert "+2,000,000" in html and "Refund" in html
+
+    # the CSV: the same requests and changes; its charges add up to the ledger
+    rows = list(csv.DictReader(io.StringIO(client.get("/balance/statement.csv").get_data(as_text=True))))
+    requests_ = [r for r in rows if r["kind"] == "request"]
+    assert len(requests_) == 5 and sum(int(r["billed_tokens"]) for r in requests_) == ledger_billed
+    changes = {r["kind"]: int(r["quota_change"]) for r in rows if r["kind"] != "request"}
+    assert changes["purchase"] == 2_000_000 and changes["refund"] < 0
+    assert reload(order).tokens_revoked == -changes["refund"]
+
+    # the JSON: daily totals equal the ledger too
+    usage = client.get("/api/key/usage?days=7", headers=auth).get_json()
+    assert usage["days"] == 7 and len(usage["requests"]) == 5
+    assert sum(d["billed_tokens"] for d in usage["daily"]) == ledger_billed
+    assert sum(d["requests"] for d in usage["daily"]) == 5
+    done = [r for r in usage["requests"] if r["outcome"] == "done"]
+    assert all(
+        r["formula"] and r["billed_tokens"] == int(r["formula"].rsplit("= ", 1)[1].replace(",", "")) for r in done
+    )
+    assert [c["kind"] for c in usage["quota_changes"]] == ["purchase", "refund"]
+
+    # forgetting the key ends the page's access to it
+    client.post("/balance/forget", data={"csrf_token": csrf_token(client, "/balance")})
+    assert client.get("/balance/statement").status_code == 302
+    assert client.get("/balance/statement.csv").status_code == 302
+
+
+def test_a_wrong_key_gets_a_readable_error_and_the_api_a_json_401(client):
+    response = client.post(
+        "/balance/statement", data={"csrf_token": csrf_token(client, "/balance"), "key": "sk-gateway-nope"}
+    )
+    assert response.status_code == 404 and "We could not find that key" in response.get_data(as_text=True)
+    assert client.get("/balance/statement").status_code == 302  # nothing remembered
+    api = client.get("/api/key/usage", headers={"Authorization": "Bearer sk-gateway-nope"})
+    assert api.status_code == 401 and api.get_json()["error"]["code"] == "invalid_api_key"
+
+
+def test_statement_in_chinese(client, make_key):
+    _, key = make_key(1_000)
+    _open_statement(client, key)
+    html = client.get("/balance/statement?lang=zh").get_data(as_text=True)
+    assert "账单" in html and "每天消耗的 tokens" in html and "下载 CSV" in html
