@@ -6,7 +6,7 @@ from typing import Any
 
 import redis
 from celery import Celery, Task
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -24,9 +24,22 @@ _NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+# Blueprints that authenticate by bearer key and never use the session.
+SESSIONLESS_BLUEPRINTS = frozenset({"api", "balance", "health", "metrics"})
+
+
+class _LoginManager(LoginManager):
+    def _update_remember_cookie(self, response: Any) -> Any:
+        # Flask-Login reads the session after every request to refresh its remember cookie; on the
+        # bearer-key API that opens a session no one uses and answers every call with Vary: Cookie.
+        if request.blueprint in SESSIONLESS_BLUEPRINTS:
+            return response
+        return super()._update_remember_cookie(response)
+
+
 db = SQLAlchemy(metadata=MetaData(naming_convention=_NAMING))
 migrate = Migrate()
-login_manager = LoginManager()
+login_manager = _LoginManager()
 csrf = CSRFProtect()
 
 
