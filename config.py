@@ -79,11 +79,20 @@ class Config:
 
     # Relay timeouts, in seconds.
     RELAY_CONNECT_TIMEOUT = _env_float("RELAY_CONNECT_TIMEOUT", 10.0)
+    RELAY_HEADER_TIMEOUT = _env_float("RELAY_HEADER_TIMEOUT", 20.0)  # headers, and a stream's first line
     RELAY_FIRST_EVENT_TIMEOUT = _env_float("RELAY_FIRST_EVENT_TIMEOUT", 600.0)
     RELAY_IDLE_TIMEOUT = _env_float("RELAY_IDLE_TIMEOUT", 300.0)
     RELAY_NONSTREAM_TIMEOUT = _env_float("RELAY_NONSTREAM_TIMEOUT", 900.0)
     RELAY_KEEPALIVE_INTERVAL = _env_float("RELAY_KEEPALIVE_INTERVAL", 10.0)
     RELAY_POOL_SIZE = _env_int("RELAY_POOL_SIZE", 200)
+
+    # The upstream pool (app/routing): failover before the first byte, circuit breakers, slots.
+    POOL_MAX_ATTEMPTS = _env_int("POOL_MAX_ATTEMPTS", 3)  # targets one request may try
+    POOL_FAILOVER_SECONDS = _env_float("POOL_FAILOVER_SECONDS", 60.0)  # no new attempt after this
+    POOL_BREAKER_FAILURES = _env_int("POOL_BREAKER_FAILURES", 5)  # consecutive failures that open it
+    POOL_BREAKER_SECONDS = _env_float("POOL_BREAKER_SECONDS", 30.0)  # open this long, doubled per failed trial
+    POOL_QUEUE_SECONDS = _env_float("POOL_QUEUE_SECONDS", 2.0)  # wait for a slot when every account is full
+    POOL_LEASE_SECONDS = _env_float("POOL_LEASE_SECONDS", 1800.0)  # a dead process's slot is free after this
 
     # Keys and limits.
     KEY_DEFAULT_RPM = _env_int("KEY_DEFAULT_RPM", 30)

@@ -184,13 +184,11 @@ def models_set(
             public_id,
             upstream_model=upstream_model,
             upstream_name=upstream_name,
-            extra_body=json.loads(extra_body) if extra_body else None,
+            extra_body=_extra_body(extra_body),
             prompt_multiplier=_positive(prompt_multiplier, "--prompt-multiplier"),
             completion_multiplier=_positive(completion_multiplier, "--completion-multiplier"),
             enabled=enable,
         )
-    except json.JSONDecodeError:
-        raise click.UsageError("--extra-body must be a JSON object") from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(
@@ -199,28 +197,123 @@ def models_set(
     )
 
 
+def _extra_body(value: str | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        raise click.UsageError("--extra-body must be a JSON object") from None
+    if not isinstance(parsed, dict):
+        raise click.UsageError("--extra-body must be a JSON object")
+    return parsed
+
+
+@models_cli.command("add-target")
+@click.argument("public_id")
+@click.option("--upstream", "upstream_name", required=True, help="Upstream name (see `upstreams list`).")
+@click.option("--upstream-model", help="The model id sent to this upstream (default: the model's own).")
+@click.option("--extra-body", help="JSON object merged into requests to this target (default: the model's own).")
+@click.option("--priority", type=int, help="Higher is tried first; lower priorities are the fallback (default 0).")
+@click.option("--weight", type=int, help="Share of requests within its priority (default 1).")
+def models_add_target(
+    public_id: str,
+    upstream_name: str,
+    upstream_model: str | None,
+    extra_body: str | None,
+    priority: int | None,
+    weight: int | None,
+) -> None:
+    """Add an upstream account to a model's pool, or change its target there."""
+    from app.routing import catalog
+
+    try:
+        target = catalog.set_target(
+            public_id,
+            upstream_name,
+            upstream_model=upstream_model,
+            extra_body=_extra_body(extra_body),
+            priority=priority,
+            weight=_positive(weight, "--weight"),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(
+        f"{public_id} -> {upstream_name}:{target.upstream_model} (priority {target.priority}, weight {target.weight})"
+    )
+
+
+@models_cli.command("remove-target")
+@click.argument("public_id")
+@click.option("--upstream", "upstream_name", required=True)
+def models_remove_target(public_id: str, upstream_name: str) -> None:
+    """Take an upstream account out of a model's pool."""
+    from app.routing import catalog
+
+    try:
+        route = catalog.remove_target(public_id, upstream_name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"{public_id}: {len(route.targets)} target(s) left")
+
+
+@models_cli.command("show")
+@click.argument("public_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models_show(public_id: str, as_json: bool) -> None:
+    """A model's settings and its targets with their live state."""
+    from app.routing import catalog
+
+    try:
+        report = catalog.pool_report(public_id)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    mult = f"x{report['prompt_multiplier']}/x{report['completion_multiplier']}"
+    click.echo(f"{report['public_id']} ({'enabled' if report['enabled'] else 'disabled'}, {mult})")
+    click.echo(f"  {'UPSTREAM':<14} {'UPSTREAM MODEL':<24} {'PRIO':>4} {'WEIGHT':>6} {'IN FLIGHT':>9}  STATE")
+    for t in report["targets"]:
+        limit = t["max_concurrency"]
+        in_flight = f"{t['in_flight']}/{limit}" if limit else "-"
+        reason = f" ({t['reason']})" if t["state"] == "disabled" and t["reason"] else ""
+        click.echo(
+            f"  {t['upstream']:<14} {t['upstream_model']:<24} {t['priority']:>4} {t['weight']:>6} {in_flight:>9}  "
+            f"{t['state']}{reason}"
+        )
+
+
 @upstreams_cli.command("list")
 def upstreams_list() -> None:
     from app.models import Upstream
 
     for u in db.session.execute(db.select(Upstream).order_by(Upstream.id)).scalars():
         key = f"…{u.key_hint}" if u.api_key_encrypted else "(UPSTREAM_API_KEY or demo)"
-        click.echo(f"{u.name:<12} {u.base_url:<40} key {key:<28} {'enabled' if u.enabled else 'disabled'}")
+        state = "switched off" if not u.enabled else u.status if u.status == "ok" else f"{u.status}: {u.status_reason}"
+        limit = f"max {u.max_concurrency}" if u.max_concurrency else "no limit"
+        click.echo(f"{u.name:<12} {u.base_url:<40} key {key:<28} {limit:<9} {state}")
 
 
 @upstreams_cli.command("set")
 @click.argument("name")
 @click.option("--base-url")
 @click.option("--api-key", help="Stored encrypted; never shown again.")
-@click.option("--enable/--disable", default=None)
-def upstreams_set(name: str, base_url: str | None, api_key: str | None, enable: bool | None) -> None:
+@click.option("--enable/--disable", default=None, help="--enable also puts an account the gateway disabled back.")
+@click.option("--max-concurrency", type=int, help="Requests in flight at once on this account (0 = unlimited).")
+def upstreams_set(
+    name: str, base_url: str | None, api_key: str | None, enable: bool | None, max_concurrency: int | None
+) -> None:
     from app.routing import catalog
 
     try:
-        upstream = catalog.set_upstream(name, base_url=base_url, api_key=api_key, enabled=enable)
+        upstream = catalog.set_upstream(
+            name, base_url=base_url, api_key=api_key, enabled=enable, max_concurrency=max_concurrency
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    click.echo(f"upstream {upstream.name}: {upstream.base_url}")
+    limit = f", at most {upstream.max_concurrency} at once" if upstream.max_concurrency else ""
+    click.echo(f"upstream {upstream.name}: {upstream.base_url}{limit}")
 
 
 def register_cli(app: Flask) -> None:

@@ -55,6 +55,16 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(runner, app):
         (["models", "set", "new-model"], "--upstream-model is required"),
         (["models", "set", "deepseek-v4-flash", "--extra-body", "{bad"], "JSON"),
         (["models", "set", "deepseek-v4-flash", "--upstream", "nope"], "no upstream named"),
+        (["models", "add-target", "deepseek-v4-flash"], "--upstream"),
+        (["models", "add-target", "nope", "--upstream", "deepseek"], "no model 'nope'"),
+        (["models", "add-target", "deepseek-v4-flash", "--upstream", "nope"], "no upstream named"),
+        (["models", "add-target", "deepseek-v4-flash", "--upstream", "deepseek", "--weight", "0"], "--weight"),
+        (["models", "add-target", "deepseek-v4-flash", "--upstream", "deepseek", "--priority", "x"], "--priority"),
+        (["models", "add-target", "deepseek-v4-flash", "--upstream", "deepseek", "--extra-body", "[1]"], "JSON"),
+        (["models", "remove-target", "deepseek-v4-flash", "--upstream", "deepseek"], "only target"),
+        (["models", "show", "nope"], "no model 'nope'"),
+        (["upstreams", "set", "deepseek", "--max-concurrency", "-1"], "max concurrency"),
+        (["upstreams", "set", "deepseek", "--max-concurrency", "many"], "--max-concurrency"),
     ],
 )
 def test_wrong_input_exits_non_zero_with_one_line(runner, app, args, needle):
@@ -133,3 +143,51 @@ def test_real_cli_process_creates_a_key(app, db_url):
     )
     assert bad.returncode != 0
     assert "Error:" in bad.stderr
+
+
+def test_a_model_pool_is_built_shown_and_taken_apart(runner, app):
+    for name in ("second", "third"):
+        assert run(runner, "upstreams", "set", name, "--base-url", f"https://{name}.example").exit_code == 0
+    assert run(runner, "upstreams", "set", "second", "--max-concurrency", "4").exit_code == 0
+    result = run(runner, "models", "add-target", "deepseek-v4-flash", "--upstream", "second", "--priority", "5")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "deepseek-v4-flash -> second:deepseek-v4-flash (priority 5, weight 1)"
+    args = ["--upstream", "third", "--upstream-model", "ds-flash", "--weight", "3"]
+    assert run(runner, "models", "add-target", "deepseek-v4-flash", *args).exit_code == 0
+    shown = json.loads(run(runner, "models", "show", "deepseek-v4-flash", "--json").output)
+    assert [(t["upstream"], t["upstream_model"], t["priority"], t["weight"]) for t in shown["targets"]] == [
+        ("second", "deepseek-v4-flash", 5, 1),
+        ("deepseek", "deepseek-v4-flash", 0, 1),
+        ("third", "ds-flash", 0, 3),
+    ]
+    assert [(t["state"], t["in_flight"], t["max_concurrency"]) for t in shown["targets"]] == [
+        ("healthy", 0, 4),
+        ("healthy", None, None),
+        ("healthy", None, None),
+    ]
+    table = run(runner, "models", "show", "deepseek-v4-flash").output
+    assert "second" in table and "0/4" in table and "healthy" in table
+    # the first target goes: the model's own upstream becomes the best one left
+    assert run(runner, "models", "remove-target", "deepseek-v4-flash", "--upstream", "deepseek").exit_code == 0
+    route = ModelRoute.query.filter_by(public_id="deepseek-v4-flash").one()
+    assert (route.upstream.name, sorted(t.upstream.name for t in route.targets)) == ("second", ["second", "third"])
+    # models set keeps editing that first target
+    assert run(runner, "models", "set", "deepseek-v4-flash", "--upstream-model", "flash-2").exit_code == 0
+    shown = json.loads(run(runner, "models", "show", "deepseek-v4-flash", "--json").output)
+    assert [t["upstream_model"] for t in shown["targets"]] == ["flash-2", "ds-flash"]
+
+
+def test_an_account_the_gateway_disabled_shows_so_and_comes_back_when_enabled(runner, app, redis):
+    from app.models import Upstream
+    from app.routing import catalog, health
+
+    upstream = Upstream.query.filter_by(name="deepseek").one()
+    assert health.disable(redis, "rg", upstream.id, "Insufficient Balance")
+    catalog.mark_disabled(upstream.id, "Insufficient Balance")
+    shown = json.loads(run(runner, "models", "show", "deepseek-v4-pro", "--json").output)
+    assert (shown["targets"][0]["state"], shown["targets"][0]["reason"]) == ("disabled", "Insufficient Balance")
+    assert "disabled: Insufficient Balance" in run(runner, "upstreams", "list").output
+    assert run(runner, "upstreams", "set", "deepseek", "--enable").exit_code == 0
+    shown = json.loads(run(runner, "models", "show", "deepseek-v4-pro", "--json").output)
+    assert shown["targets"][0]["state"] == "healthy"
+    assert "disabled" not in run(runner, "upstreams", "list").output

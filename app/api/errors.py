@@ -149,6 +149,24 @@ def upstream_error(exc: Exception) -> ApiError:
     raise exc
 
 
+def pool_unavailable(busy: bool, retry_after: int) -> ApiError:
+    """No target of the model could be tried: all busy with other requests, or all out of service."""
+    if busy:
+        message = "Every upstream account for this model is busy with other requests. Please try again in a moment."
+        reason = "Upstream Capacity Full"
+    else:
+        message = "The upstream model service is unavailable right now. Please try again in a moment."
+        reason = "Upstream Unavailable"
+    return ApiError(
+        503,
+        message,
+        type_="upstream_error",
+        code="upstream_unavailable",
+        reason=reason,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def _upstream_http(exc: UpstreamHTTPError) -> ApiError:
     status = exc.status
     if status in (400, 422):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -12,18 +14,23 @@ from flask import Blueprint, Response, current_app, g, request
 from app.api import metering
 from app.api.auth import current_key
 from app.api.chat_request import ChatRequest, parse_chat_request
-from app.api.errors import ApiError, upstream_error
+from app.api.errors import ApiError, pool_unavailable, upstream_error
 from app.billing.key_lookup import KeyInfo
 from app.billing.metering import Meter
 from app.extensions import get_redis
+from app.relay import failover
 from app.relay.completion import JsonRelay
 from app.relay.demo import DemoResponse, is_demo
 from app.relay.errors import ClientGone, UpstreamError
-from app.relay.stream import CLIENT_CLOSED, DONE, RelayOptions, StreamRelay
-from app.relay.upstream import UpstreamTarget, build_body, open_upstream
+from app.relay.first_event import check_first_event
+from app.relay.stream import CLIENT_CLOSED, DONE, TIMEOUT, UPSTREAM_ERROR, RelayOptions, StreamRelay
+from app.relay.upstream import UpstreamTarget, backstop_timeout, build_body, open_upstream
 from app.relay.watchdog import get_watchdog
 from app.relay.watched_open import open_watching_client
-from app.routing.routes import RouteInfo
+from app.routing.catalog import mark_disabled
+from app.routing.dispatch import PoolRequest, PoolSettings
+from app.routing.pool import BreakerPolicy
+from app.routing.routes import RouteInfo, TargetInfo
 
 bp = Blueprint("api", __name__)
 
@@ -72,25 +79,34 @@ def chat_completions() -> Response:
 
 
 def _relay(key: KeyInfo, route: RouteInfo, chat: ChatRequest, meter: Meter) -> Response:
-    upstream_body = build_body(chat.body, _target(route), stream=chat.stream)
-    upstream_body["max_tokens"] = meter.max_tokens  # whatever the client asked, never more than the balance pays
-    if "max_completion_tokens" in upstream_body:
-        upstream_body["max_completion_tokens"] = meter.max_tokens
-    client_fd = _client_fd()
+    pool, client_fd = _pool_request(route), _client_fd()
     try:
-        upstream = open_watching_client(_opener(route, upstream_body), client_fd, get_watchdog())
-    except ClientGone:
-        meter.settle(usage=None, outcome=CLIENT_CLOSED, delivered=0, status_code=499)
-        return Response(status=499)
-    except UpstreamError as exc:
-        error = upstream_error(exc)
-        meter.release(error.status)  # nothing produced: nothing billed
-        raise error from None
-    options = _relay_options(key, route, chat.body)
+        target, answer = failover.first_answer(
+            pool.targets(),
+            lambda target, left: _attempt(key, chat, meter, client_fd, target, left),
+            lambda target, exc: pool.failed(
+                target, refused=failover.is_account_refused(exc), counts=failover.is_retryable(exc), reason=str(exc)
+            ),
+            _failover_policy(),
+        )
+    except BaseException as exc:
+        pool.abandon()
+        return _no_answer(exc, meter, pool.busy)
+    pool.opened(target)
     if chat.stream:
-        relay = StreamRelay(upstream, options, get_watchdog(), client_fd, budget=meter, on_end=meter.settle_stream)
+        relay = StreamRelay(
+            answer,
+            _relay_options(key, target, chat),
+            get_watchdog(),
+            client_fd,
+            budget=meter,
+            on_end=lambda relay: _stream_ended(meter, pool, target, relay),
+        )
         return Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS)
-    return _complete(JsonRelay(upstream, options, get_watchdog(), client_fd), meter)
+    relay, payload = answer
+    pool.finished(target, failed=False)
+    meter.settle(usage=relay.usage, outcome=DONE, delivered=relay.output_estimate, status_code=200)
+    return Response(payload, mimetype="application/json")
 
 
 @bp.route("/v1/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -159,35 +175,99 @@ def _clip(value: str, limit: int = 100) -> str:
     return value if len(value) <= limit else value[:limit] + "…"
 
 
-def _target(route: RouteInfo) -> UpstreamTarget:
+def _pool_request(route: RouteInfo) -> PoolRequest:
+    config = current_app.config
+    settings = PoolSettings(
+        breaker=BreakerPolicy(
+            failures=config["POOL_BREAKER_FAILURES"],
+            backoff=config["POOL_BREAKER_SECONDS"],
+            max_backoff=max(600.0, config["POOL_BREAKER_SECONDS"]),
+        ),
+        lease_seconds=config["POOL_LEASE_SECONDS"],
+        queue_seconds=config["POOL_QUEUE_SECONDS"],
+        trial_seconds=config["RELAY_CONNECT_TIMEOUT"] + config["RELAY_HEADER_TIMEOUT"],
+    )
+    return PoolRequest(get_redis(), config["BILLING_REDIS_PREFIX"], route, g.request_id, settings, mark_disabled)
+
+
+def _failover_policy() -> failover.FailoverPolicy:
+    config = current_app.config
+    return failover.FailoverPolicy(
+        max_attempts=max(1, config["POOL_MAX_ATTEMPTS"]),
+        deadline=time.monotonic() + config["POOL_FAILOVER_SECONDS"],
+    )
+
+
+def _attempt(
+    key: KeyInfo, chat: ChatRequest, meter: Meter, client_fd: int | None, target: TargetInfo, left: float
+) -> Any:
+    """One target: the open upstream stream (its first event checked), or, not streaming, the
+    JsonRelay and the client's body. Raises UpstreamError, or ClientGone."""
+    upstream_target = _upstream_target(target, left)
+    body = build_body(chat.body, upstream_target, stream=chat.stream)
+    body["max_tokens"] = meter.max_tokens  # whatever the client asked, never more than the balance pays
+    if "max_completion_tokens" in body:
+        body["max_completion_tokens"] = meter.max_tokens
+    upstream = open_watching_client(_opener(target, upstream_target, body, chat.stream), client_fd, get_watchdog())
+    if chat.stream:
+        return upstream
+    relay = JsonRelay(upstream, _relay_options(key, target, chat), get_watchdog(), client_fd)
+    return relay, relay.run()
+
+
+def _no_answer(exc: BaseException, meter: Meter, busy: bool) -> Response:
+    """No target gave an answer: the hung-up client's 499, or the error for the last failure."""
+    if isinstance(exc, ClientGone):
+        meter.settle(usage=None, outcome=CLIENT_CLOSED, delivered=0, status_code=499)
+        return Response(status=499)
+    if isinstance(exc, failover.NoTargetTried):
+        error = pool_unavailable(busy, max(1, math.ceil(current_app.config["POOL_QUEUE_SECONDS"])) if busy else 5)
+    elif isinstance(exc, UpstreamError):
+        error = upstream_error(exc)
+    else:
+        raise exc
+    meter.release(error.status)  # nothing produced: nothing billed
+    raise error from None
+
+
+def _stream_ended(meter: Meter, pool: PoolRequest, target: TargetInfo, relay: StreamRelay) -> None:
+    meter.settle_stream(relay)
+    pool.finished(target, failed=relay.outcome in (UPSTREAM_ERROR, TIMEOUT))
+
+
+def _upstream_target(target: TargetInfo, left: float) -> UpstreamTarget:
     config = current_app.config
     return UpstreamTarget(
-        base_url=route.base_url,
-        api_key=route.api_key or "",
-        model=route.upstream_model,
-        extra_body=route.extra_body,
-        connect_timeout=config["RELAY_CONNECT_TIMEOUT"],
+        base_url=target.base_url,
+        api_key=target.api_key or "",
+        model=target.upstream_model,
+        extra_body=target.extra_body,
+        connect_timeout=min(config["RELAY_CONNECT_TIMEOUT"], left),
+        header_timeout=min(config["RELAY_HEADER_TIMEOUT"], left),
         first_event_timeout=config["RELAY_FIRST_EVENT_TIMEOUT"],
         idle_timeout=config["RELAY_IDLE_TIMEOUT"],
         total_timeout=config["RELAY_NONSTREAM_TIMEOUT"],
     )
 
 
-def _opener(route: RouteInfo, upstream_body: dict[str, Any]) -> Callable[[], Any]:
+def _opener(target: TargetInfo, upstream: UpstreamTarget, body: dict[str, Any], stream: bool) -> Callable[[], Any]:
     """The upstream call as a closure over plain values: it runs outside the request's context."""
-    if is_demo(route.base_url, route.api_key):
-        return lambda: DemoResponse(upstream_body)
-    payload = json.dumps(upstream_body, ensure_ascii=False, separators=(",", ":")).encode()
-    pool, target = current_app.extensions["relay_pool"], _target(route)
-    return lambda: open_upstream(pool, target, payload)
+    if is_demo(target.base_url, target.api_key):
+        return lambda: DemoResponse(body)
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    pool = current_app.extensions["relay_pool"]
+    if not stream:
+        return lambda: open_upstream(pool, upstream, payload)
+    backstop = backstop_timeout(upstream)
+    return lambda: check_first_event(open_upstream(pool, upstream, payload), upstream.header_timeout, backstop)
 
 
-def _relay_options(key: KeyInfo, route: RouteInfo, body: dict[str, Any]) -> RelayOptions:
+def _relay_options(key: KeyInfo, target: TargetInfo, chat: ChatRequest) -> RelayOptions:
     config = current_app.config
-    stream_options = body.get("stream_options")
+    stream_options = chat.body.get("stream_options")
     return RelayOptions(
-        public_model=route.public_id,
-        upstream_model=route.upstream_model,
+        public_model=chat.model,
+        upstream_model=target.upstream_model,
         strip_reasoning=not key.reasoning_passthrough,
         include_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True,
         keepalive_interval=config["RELAY_KEEPALIVE_INTERVAL"],
@@ -203,20 +283,6 @@ def _client_fd() -> int | None:
         return sock.fileno() if sock is not None else None
     except OSError:
         return None
-
-
-def _complete(relay: JsonRelay, meter: Meter) -> Response:
-    try:
-        payload = relay.run()
-    except ClientGone:
-        meter.settle(usage=None, outcome=CLIENT_CLOSED, delivered=0, status_code=499)
-        return Response(status=499)
-    except UpstreamError as exc:
-        error = upstream_error(exc)
-        meter.settle(usage=None, outcome=relay.outcome, delivered=0, status_code=error.status)
-        raise error from None
-    meter.settle(usage=relay.usage, outcome=DONE, delivered=relay.output_estimate, status_code=200)
-    return Response(payload, mimetype="application/json")
 
 
 def _model_object(route: RouteInfo) -> dict[str, Any]:

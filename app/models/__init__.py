@@ -4,7 +4,7 @@ from app.models.admin import AdminUser, AuditLog
 from app.models.api_key import ApiKey
 from app.models.base import utcnow
 from app.models.order import Order, Plan, WebhookEvent
-from app.models.upstream import ModelRoute, Upstream
+from app.models.upstream import ModelRoute, RouteTarget, Upstream
 from app.models.usage import UsageRecord
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "ModelRoute",
     "Order",
     "Plan",
+    "RouteTarget",
     "Upstream",
     "UsageRecord",
     "WebhookEvent",

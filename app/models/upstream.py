@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -21,14 +21,24 @@ class Upstream(db.Model):
     api_key_encrypted: Mapped[str | None] = mapped_column(Text)
     key_hint: Mapped[str] = mapped_column(String(16), default="")  # last 4 characters, for display
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    max_concurrency: Mapped[int | None] = mapped_column(Integer)  # requests in flight at once; None = unlimited
+    # "ok", or "disabled" when the account answered 401/402 (routing.health took it out); for the admin.
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    status_reason: Mapped[str] = mapped_column(String(300), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     routes: Mapped[list[ModelRoute]] = relationship(back_populates="upstream")
+    targets: Mapped[list[RouteTarget]] = relationship(back_populates="upstream")
 
 
 class ModelRoute(db.Model):
-    """Public model id -> upstream model, with extra body fields and integer token multipliers."""
+    """A public model id: its integer token multipliers, description and switch, and its targets
+    (RouteTarget), the pool requests are spread over.
+
+    upstream_id, upstream_model and extra_body name the route's first target: the one `models set`
+    and the admin's route form edit (routing.catalog keeps it among the targets). Relaying reads
+    only the targets."""
 
     __tablename__ = "model_routes"
 
@@ -46,3 +56,26 @@ class ModelRoute(db.Model):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     upstream: Mapped[Upstream] = relationship(back_populates="routes")
+    targets: Mapped[list[RouteTarget]] = relationship(
+        back_populates="route", cascade="all, delete-orphan", order_by="RouteTarget.id"
+    )
+
+
+class RouteTarget(db.Model):
+    """One place a public model can be served: an upstream account, its model id and extra body.
+    Requests go to the highest priority with a usable target, spread by weight within it."""
+
+    __tablename__ = "route_targets"
+    __table_args__ = (UniqueConstraint("route_id", "upstream_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    route_id: Mapped[int] = mapped_column(ForeignKey("model_routes.id", ondelete="CASCADE"))
+    upstream_id: Mapped[int] = mapped_column(ForeignKey("upstreams.id"))
+    upstream_model: Mapped[str] = mapped_column(String(120))
+    extra_body: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # higher first; lower ones are the fallback
+    weight: Mapped[int] = mapped_column(Integer, default=1)  # share of requests within its priority
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    route: Mapped[ModelRoute] = relationship(back_populates="targets")
+    upstream: Mapped[Upstream] = relationship(back_populates="targets")

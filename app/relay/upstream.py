@@ -27,6 +27,7 @@ class UpstreamTarget:
     model: str
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     connect_timeout: float = 10.0
+    header_timeout: float = 20.0  # for the response headers (and a stream's first line: first_event.py)
     first_event_timeout: float = 600.0
     idle_timeout: float = 300.0
     total_timeout: float = 900.0
@@ -58,17 +59,37 @@ def build_body(client_body: Mapping[str, Any], target: UpstreamTarget, *, stream
 class UpstreamResponse:
     """An open upstream response. Always close it; abort() may be called from another greenlet."""
 
-    __slots__ = ("_resp", "status", "closed")
+    __slots__ = ("_resp", "status", "closed", "_unread")
 
     def __init__(self, resp: urllib3.BaseHTTPResponse) -> None:
         self._resp = resp
         self.status = resp.status
         self.closed = False
+        self._unread: list[bytes] = []
 
     def header(self, name: str) -> str | None:
         return self._resp.headers.get(name)
 
+    def set_read_timeout(self, seconds: float) -> None:
+        """The socket timeout for the reads from now on (the connection's own, so it also
+        covers a read already waiting under gevent)."""
+        conn = self._resp.connection
+        sock = getattr(conn, "sock", None) if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(seconds)
+
+    def read_chunk(self) -> bytes:
+        """The next bytes as they come; b"" at the end."""
+        return self._resp.read1(_READ_SIZE)
+
+    def unread(self, chunks: list[bytes]) -> None:
+        """Bytes already read (a peek at the first event) that iter_chunks() yields first."""
+        self._unread = chunks + self._unread
+
     def iter_chunks(self) -> Iterator[bytes]:
+        pending, self._unread = self._unread, []
+        yield from pending
         read1 = self._resp.read1
         while True:
             data = read1(_READ_SIZE)
@@ -115,10 +136,9 @@ def open_upstream(pool: urllib3.PoolManager, target: UpstreamTarget, body: bytes
         "Accept-Encoding": "identity",
         "User-Agent": "RelayGate/1.0",
     }
-    # The read timeout is only a backstop: first-event and idle deadlines are enforced by the watchdog.
-    timeout = urllib3.Timeout(
-        connect=target.connect_timeout, read=max(target.first_event_timeout, target.total_timeout)
-    )
+    # Headers must come within header_timeout; after them the read timeout is only a backstop:
+    # first-event and idle deadlines are enforced by the watchdog.
+    timeout = urllib3.Timeout(connect=target.connect_timeout, read=target.header_timeout)
     try:
         resp = pool.urlopen(
             "POST",
@@ -139,7 +159,12 @@ def open_upstream(pool: urllib3.PoolManager, target: UpstreamTarget, body: bytes
     response = UpstreamResponse(resp)
     if not 200 <= resp.status < 300:
         raise _http_error(response)
+    response.set_read_timeout(backstop_timeout(target))
     return response
+
+
+def backstop_timeout(target: UpstreamTarget) -> float:
+    return max(target.first_event_timeout, target.total_timeout)
 
 
 def _http_error(response: UpstreamResponse) -> UpstreamHTTPError:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import current_app
 
 from app import secretbox
 from app.extensions import db, get_redis
-from app.models import ModelRoute, Upstream
-from app.routing.routes import bump_generation
+from app.models import ModelRoute, RouteTarget, Upstream
+from app.routing import health
+from app.routing.pool import Candidate
+from app.routing.routes import TargetInfo, bump_generation
 
 DEFAULT_UPSTREAM = "deepseek"
 DEFAULT_ROUTES = (
@@ -36,17 +39,17 @@ def seed_defaults(base_url: str, api_key: str | None, secret_key: str) -> None:
     for public_id, upstream_model, p_mult, c_mult, description in DEFAULT_ROUTES:
         exists = db.session.execute(db.select(ModelRoute.id).filter_by(public_id=public_id)).scalar_one_or_none()
         if exists is None:
-            db.session.add(
-                ModelRoute(
-                    public_id=public_id,
-                    upstream_id=upstream.id,
-                    upstream_model=upstream_model,
-                    prompt_multiplier=p_mult,
-                    completion_multiplier=c_mult,
-                    description=description,
-                    extra_body={},
-                )
+            route = ModelRoute(
+                public_id=public_id,
+                upstream_id=upstream.id,
+                upstream_model=upstream_model,
+                prompt_multiplier=p_mult,
+                completion_multiplier=c_mult,
+                description=description,
+                extra_body={},
             )
+            route.targets.append(RouteTarget(upstream_id=upstream.id, upstream_model=upstream_model, extra_body={}))
+            db.session.add(route)
     db.session.commit()
 
 
@@ -91,7 +94,8 @@ def set_route(
         upstream = _upstream_by_name(upstream_name or DEFAULT_UPSTREAM)
         route = ModelRoute(public_id=public_id, upstream_id=upstream.id, upstream_model=upstream_model, extra_body={})
         db.session.add(route)
-    elif upstream_name:
+    first_upstream_id = route.upstream_id
+    if upstream_name:
         route.upstream_id = _upstream_by_name(upstream_name).id
     changes = {
         "upstream_model": upstream_model,
@@ -103,14 +107,105 @@ def set_route(
     for field, value in changes.items():
         if value is not None and (value or field == "enabled" or field == "extra_body"):
             setattr(route, field, value)
+    _sync_first_target(route, first_upstream_id)
+    db.session.commit()
+    _changed()
+    return route
+
+
+def _sync_first_target(route: ModelRoute, was_upstream_id: int | None) -> None:
+    """The target `models set` edits follows the route's own upstream, model and extra body."""
+    first = _target_on(route, was_upstream_id) or _target_on(route, route.upstream_id)
+    if first is None:
+        first = RouteTarget(upstream_id=route.upstream_id)
+        route.targets.append(first)
+    elif first.upstream_id != route.upstream_id:
+        other = _target_on(route, route.upstream_id)
+        if other is not None:  # the route moved onto an account that was already a target: one target
+            route.targets.remove(other)
+            db.session.flush()
+        first.upstream_id = route.upstream_id
+    first.upstream_model = route.upstream_model
+    first.extra_body = dict(route.extra_body or {})
+
+
+def _target_on(route: ModelRoute, upstream_id: int | None) -> RouteTarget | None:
+    return next((t for t in route.targets if t.upstream_id == upstream_id), None)
+
+
+def _route_by_id(public_id: str) -> ModelRoute:
+    route = db.session.execute(db.select(ModelRoute).filter_by(public_id=public_id)).scalar_one_or_none()
+    if route is None:
+        raise ValueError(f"no model {public_id!r}; create it with `models set {public_id} --upstream-model M`")
+    return route
+
+
+def set_target(
+    public_id: str,
+    upstream_name: str,
+    *,
+    upstream_model: str | None = None,
+    extra_body: dict[str, Any] | None = None,
+    priority: int | None = None,
+    weight: int | None = None,
+) -> RouteTarget:
+    """Add a target to a model's pool, or change the one it has on that upstream. A new target
+    takes the model's upstream model and extra body unless given. Raises ValueError on bad input."""
+    if weight is not None and weight < 1:
+        raise ValueError("weight must be a whole number of at least 1")
+    if extra_body is not None and not isinstance(extra_body, dict):
+        raise ValueError("extra body must be a JSON object")
+    route, upstream = _route_by_id(public_id), _upstream_by_name(upstream_name)
+    target = _target_on(route, upstream.id)
+    if target is None:
+        target = RouteTarget(
+            upstream_id=upstream.id,
+            upstream_model=route.upstream_model,
+            extra_body=dict(route.extra_body or {}),
+            priority=0,
+            weight=1,
+        )
+        route.targets.append(target)
+    changes = {"upstream_model": upstream_model, "extra_body": extra_body, "priority": priority, "weight": weight}
+    for name, value in changes.items():
+        if value is not None:
+            setattr(target, name, value)
+    if route.upstream_id == upstream.id:  # the first target: the route's own columns say the same
+        route.upstream_model, route.extra_body = target.upstream_model, dict(target.extra_body or {})
+    db.session.commit()
+    _changed()
+    return target
+
+
+def remove_target(public_id: str, upstream_name: str) -> ModelRoute:
+    route, upstream = _route_by_id(public_id), _upstream_by_name(upstream_name)
+    target = _target_on(route, upstream.id)
+    if target is None:
+        raise ValueError(f"{public_id} has no target on {upstream_name}")
+    if len(route.targets) == 1:
+        raise ValueError(f"{upstream_name} is {public_id}'s only target; use `models set {public_id} --disable`")
+    route.targets.remove(target)
+    if route.upstream_id == upstream.id:
+        first = sorted_targets(route)[0]
+        route.upstream_id, route.upstream_model = first.upstream_id, first.upstream_model
+        route.extra_body = dict(first.extra_body or {})
     db.session.commit()
     _changed()
     return route
 
 
 def set_upstream(
-    name: str, *, base_url: str | None = None, api_key: str | None = None, enabled: bool | None = None
+    name: str,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    enabled: bool | None = None,
+    max_concurrency: int | None = None,
 ) -> Upstream:
+    """Create or change an upstream account. `max_concurrency` 0 means unlimited. Enabling it, or
+    giving it a new key, also puts it back in service after the gateway disabled it."""
+    if max_concurrency is not None and max_concurrency < 0:
+        raise ValueError("max concurrency must be a whole number (0 = unlimited)")
     if base_url is not None and not base_url.startswith(("http://", "https://")) and base_url != "demo:":
         raise ValueError("base URL must start with http:// or https://")
     upstream = db.session.execute(db.select(Upstream).filter_by(name=name)).scalar_one_or_none()
@@ -126,9 +221,27 @@ def set_upstream(
         upstream.key_hint = api_key[-4:]
     if enabled is not None:
         upstream.enabled = enabled
+    if max_concurrency is not None:
+        upstream.max_concurrency = max_concurrency or None
     db.session.commit()
+    if enabled or api_key:
+        _back_in_service(upstream)
     _changed()
     return upstream
+
+
+def _back_in_service(upstream: Upstream) -> None:
+    health.restore(get_redis(), current_app.config["BILLING_REDIS_PREFIX"], upstream.id)
+    upstream.status, upstream.status_reason = health.OK, ""
+    db.session.commit()
+
+
+def mark_disabled(upstream_id: int, reason: str) -> None:
+    """Record on the upstream's row that the gateway took it out (the live switch is in Redis)."""
+    upstream = db.session.get(Upstream, upstream_id)
+    if upstream is not None:
+        upstream.status, upstream.status_reason = health.DISABLED, reason[:300]
+        db.session.commit()
 
 
 def upstream_api_key(upstream: Upstream) -> str | None:
@@ -147,3 +260,53 @@ def describe_route(public_id: str, description: str) -> None:
     route = db.session.execute(db.select(ModelRoute).filter_by(public_id=public_id)).scalar_one()
     route.description = description.strip()[:300]
     db.session.commit()
+
+
+def pool_report(public_id: str) -> dict[str, Any]:
+    """A model's settings and its targets with their live state, best first (for `models show`)."""
+    route = _route_by_id(public_id)
+    targets = sorted_targets(route)
+    infos = [_report_target(t) for t in targets]
+    live = health.candidates(get_redis(), current_app.config["BILLING_REDIS_PREFIX"], infos, time.time())
+    return {
+        "public_id": route.public_id,
+        "enabled": route.enabled,
+        "prompt_multiplier": route.prompt_multiplier,
+        "completion_multiplier": route.completion_multiplier,
+        "description": route.description,
+        "targets": [_target_fields(t, c) for t, c in zip(targets, live, strict=True)],
+    }
+
+
+def sorted_targets(route: ModelRoute) -> list[RouteTarget]:
+    return sorted(route.targets, key=lambda t: (-t.priority, t.id))
+
+
+def _report_target(target: RouteTarget) -> TargetInfo:
+    upstream = target.upstream
+    return TargetInfo(
+        upstream_id=upstream.id,
+        upstream_name=upstream.name,
+        base_url=upstream.base_url,
+        api_key=None,
+        upstream_model=target.upstream_model,
+        extra_body=dict(target.extra_body or {}),
+        priority=target.priority,
+        weight=target.weight,
+        max_concurrency=upstream.max_concurrency,
+    )
+
+
+def _target_fields(target: RouteTarget, live: Candidate[TargetInfo]) -> dict[str, Any]:
+    upstream = target.upstream
+    return {
+        "upstream": upstream.name,
+        "upstream_model": target.upstream_model,
+        "extra_body": dict(target.extra_body or {}),
+        "priority": target.priority,
+        "weight": target.weight,
+        "state": "switched off" if not upstream.enabled else health.describe(live),
+        "reason": upstream.status_reason,
+        "in_flight": live.in_flight if live.limit is not None else None,
+        "max_concurrency": upstream.max_concurrency,
+    }

@@ -8,26 +8,37 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app import secretbox
 from app.extensions import db
-from app.models import ModelRoute, Upstream
+from app.models import ModelRoute, RouteTarget, Upstream
 
 
 @dataclass(frozen=True, slots=True)
-class RouteInfo:
-    public_id: str
+class TargetInfo:
+    """One target of a route, with its upstream account's connection details and limit."""
+
     upstream_id: int
     upstream_name: str
     base_url: str
     api_key: str | None = field(repr=False)
     upstream_model: str
     extra_body: dict[str, Any]
+    priority: int
+    weight: int
+    max_concurrency: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    public_id: str
+    upstream_model: str  # the first target's, named in usage records
     prompt_multiplier: int
     completion_multiplier: int
     owned_by: str
+    targets: tuple[TargetInfo, ...]
 
 
 def generation_key(prefix: str) -> str:
@@ -39,26 +50,46 @@ def bump_generation(redis: Any, prefix: str) -> None:
 
 
 def load_routes(secret_key: str, fallback_api_key: str | None) -> dict[str, RouteInfo]:
+    """Enabled routes with at least one target on an enabled upstream (one SQL query)."""
     rows = db.session.execute(
-        db.select(ModelRoute, Upstream).join(Upstream).where(ModelRoute.enabled, Upstream.enabled)
+        db.select(ModelRoute, RouteTarget, Upstream)
+        .join(RouteTarget, RouteTarget.route_id == ModelRoute.id)
+        .join(Upstream, RouteTarget.upstream_id == Upstream.id)
+        .where(ModelRoute.enabled, Upstream.enabled)
+        .order_by(ModelRoute.id, RouteTarget.id)
     ).all()
-    routes = {}
-    for route, upstream in rows:
-        api_key = secretbox.decrypt(upstream.api_key_encrypted, secret_key) if upstream.api_key_encrypted else None
+    routes: dict[str, RouteInfo] = {}
+    for route, target, upstream in rows:
+        info = _target_info(target, upstream, secret_key, fallback_api_key)
+        known = routes.get(route.public_id)
+        if known is not None:
+            routes[route.public_id] = replace(known, targets=(*known.targets, info))
+            continue
         routes[route.public_id] = RouteInfo(
             public_id=route.public_id,
-            upstream_id=upstream.id,
-            upstream_name=upstream.name,
-            base_url=upstream.base_url,
-            api_key=api_key or fallback_api_key,
             upstream_model=route.upstream_model,
-            extra_body=dict(route.extra_body or {}),
             prompt_multiplier=route.prompt_multiplier,
             completion_multiplier=route.completion_multiplier,
             owned_by=route.owned_by,
+            targets=(info,),
         )
     db.session.rollback()
     return routes
+
+
+def _target_info(target: RouteTarget, upstream: Upstream, secret_key: str, fallback: str | None) -> TargetInfo:
+    api_key = secretbox.decrypt(upstream.api_key_encrypted, secret_key) if upstream.api_key_encrypted else None
+    return TargetInfo(
+        upstream_id=upstream.id,
+        upstream_name=upstream.name,
+        base_url=upstream.base_url,
+        api_key=api_key or fallback,
+        upstream_model=target.upstream_model,
+        extra_body=dict(target.extra_body or {}),
+        priority=target.priority,
+        weight=target.weight,
+        max_concurrency=upstream.max_concurrency,
+    )
 
 
 class RouteCache:

@@ -1,0 +1,155 @@
+"""The pool's live state in Redis, shared by every process and node: which upstream accounts are
+disabled, each account's circuit breaker, and the requests each has in flight.
+
+Per upstream account:
+  {prefix}:up:{id}          hash: disabled (the reason), failures, open_until, backoff
+  {prefix}:up:{id}:leases   sorted set: one member per request in flight, scored by when its lease
+                            runs out, so a process that dies mid-request frees its slots by itself
+  {prefix}:up:{id}:trial    the one request a half-open breaker lets through
+Reading the state of a route's targets is one round trip; a request that succeeds on a healthy
+account without a limit writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from app.routing.pool import HALF_OPEN, Breaker, BreakerPolicy, Candidate, after_failure, breaker_state
+from app.routing.routes import TargetInfo
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+DISABLED = "disabled"
+
+# Take a slot if fewer than ARGV[1] leases are live. KEYS[1] leases; ARGV: limit, now, expires, member.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(ARGV[3]) - tonumber(ARGV[2])) * 1000))
+return 1
+"""
+
+
+def state_key(prefix: str, upstream_id: int) -> str:
+    return f"{prefix}:up:{upstream_id}"
+
+
+def leases_key(prefix: str, upstream_id: int) -> str:
+    return f"{prefix}:up:{upstream_id}:leases"
+
+
+def trial_key(prefix: str, upstream_id: int) -> str:
+    return f"{prefix}:up:{upstream_id}:trial"
+
+
+def candidates(redis: Any, prefix: str, targets: Sequence[TargetInfo], now: float) -> list[Candidate[TargetInfo]]:
+    """The targets with their live state, read in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    for target in targets:
+        pipe.hgetall(state_key(prefix, target.upstream_id))
+        if target.max_concurrency:
+            pipe.zcount(leases_key(prefix, target.upstream_id), now, "+inf")
+    replies = iter(pipe.execute())
+    out = []
+    for target in targets:
+        state = _decoded(next(replies))
+        in_flight = int(next(replies)) if target.max_concurrency else 0
+        breaker = breaker_from(state)
+        out.append(
+            Candidate(
+                target=target,
+                priority=target.priority,
+                weight=target.weight,
+                disabled=bool(state.get("disabled")),
+                breaker=breaker_state(breaker, now),
+                failures=breaker.failures,
+                in_flight=in_flight,
+                limit=target.max_concurrency,
+            )
+        )
+    return out
+
+
+def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def breaker_from(state: dict[str, str]) -> Breaker:
+    return Breaker(
+        failures=int(state.get("failures") or 0),
+        open_until=float(state.get("open_until") or 0),
+        backoff=float(state.get("backoff") or 0),
+    )
+
+
+def acquire(redis: Any, prefix: str, target: TargetInfo, member: str, now: float, lease_seconds: float) -> bool:
+    """A slot on the target's account for `member`, or False when it has none free (or, for a
+    half-open breaker, when another request is already its trial)."""
+    if target.max_concurrency is None:
+        return True
+    key = leases_key(prefix, target.upstream_id)
+    return bool(redis.eval(_ACQUIRE, 1, key, target.max_concurrency, now, now + lease_seconds, member))
+
+
+def claim_trial(redis: Any, prefix: str, upstream_id: int, seconds: float) -> bool:
+    return bool(redis.set(trial_key(prefix, upstream_id), "1", nx=True, px=max(1, int(seconds * 1000))))
+
+
+def release(redis: Any, prefix: str, target: TargetInfo, member: str) -> None:
+    if target.max_concurrency is not None:
+        redis.zrem(leases_key(prefix, target.upstream_id), member)
+
+
+def record_failure(redis: Any, prefix: str, upstream_id: int, now: float, policy: BreakerPolicy) -> Breaker:
+    """Count a failure; opens (or re-opens) the breaker by pool.after_failure. Safe across processes."""
+    key = state_key(prefix, upstream_id)
+    result: list[Breaker] = []
+
+    def update(pipe: Any) -> None:
+        before = breaker_from(_decoded(pipe.hgetall(key)))
+        after = after_failure(before, now, policy)
+        pipe.multi()
+        pipe.hset(key, mapping={"failures": after.failures, "open_until": after.open_until, "backoff": after.backoff})
+        pipe.delete(trial_key(prefix, upstream_id))
+        result[:] = [after]
+        if breaker_state(before, now) != breaker_state(after, now) or before.open_until != after.open_until:
+            log.warning(
+                "upstream %s: circuit open for %.0f s (%s failures)", upstream_id, after.backoff, after.failures
+            )
+
+    redis.transaction(update, key)
+    return result[0]
+
+
+def record_success(redis: Any, prefix: str, candidate: Candidate[TargetInfo]) -> None:
+    """Close the breaker; nothing to write when it had counted no failures."""
+    if candidate.failures or candidate.breaker == HALF_OPEN:
+        upstream_id = candidate.target.upstream_id
+        redis.hdel(state_key(prefix, upstream_id), "failures", "open_until", "backoff")
+        redis.delete(trial_key(prefix, upstream_id))
+
+
+def disable(redis: Any, prefix: str, upstream_id: int, reason: str) -> bool:
+    """Take the account out everywhere at once. True for the one caller that took it out."""
+    return bool(redis.hsetnx(state_key(prefix, upstream_id), "disabled", reason[:300]))
+
+
+def restore(redis: Any, prefix: str, upstream_id: int) -> None:
+    """Back in service: not disabled, breaker closed (in-flight leases are left to finish)."""
+    redis.delete(state_key(prefix, upstream_id), trial_key(prefix, upstream_id))
+
+
+def describe(candidate: Candidate[TargetInfo]) -> str:
+    if candidate.disabled:
+        return DISABLED
+    if candidate.breaker != "closed":
+        return f"circuit {candidate.breaker.replace('_', '-')}"
+    return "healthy"
