@@ -2,8 +2,10 @@
 
 It speaks DeepSeek's /chat/completions wire format: a JSON answer with usage, or an SSE stream sent
 with chunked transfer encoding (role chunk, content chunks, finish chunk, usage chunk with
-"choices": [], then `data: [DONE]`), one write per event. Only the bearer key given on the command
-line is accepted. The point is to cost as little CPU as possible, so that the bench measures the
+"choices": [], then `data: [DONE]`), one write per event; an answer stops at the request's
+max_tokens, as DeepSeek's does. Only the bearer key given on the command line is accepted, and
+GET /stats counts the answers given (requests, prompt and completion tokens), so that a ledger can
+be checked against it. The point is to cost as little CPU as possible, so that the bench measures the
 gateway; tests/fake_deepseek.py is the full-featured fake for tests.
 
     python bench/fake_upstream.py --port N --api-key SECRET [--tokens 8] [--event-gap-ms 0]
@@ -60,16 +62,18 @@ def _event(payload: Any) -> bytes:
 
 
 class Canned:
-    """Pre-encoded answers per model id; only the model name varies between requests."""
+    """Pre-encoded answers per model id and length; only those vary between requests."""
+
+    PROMPT_TOKENS = 120
 
     def __init__(self, tokens: int) -> None:
         self.tokens = tokens
         self.created = int(time.time())
-        self._json: dict[str, bytes] = {}
-        self._events: dict[str, list[bytes]] = {}
+        self._json: dict[tuple[str, int], bytes] = {}
+        self._events: dict[tuple[str, int], list[bytes]] = {}
 
-    def usage(self) -> dict[str, Any]:
-        prompt, completion = 120, self.tokens
+    def usage(self, tokens: int) -> dict[str, Any]:
+        prompt, completion = self.PROMPT_TOKENS, tokens
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -79,10 +83,10 @@ class Canned:
             "prompt_cache_miss_tokens": prompt,
         }
 
-    def completion(self, model: str) -> bytes:
-        if model not in self._json:
-            text = "".join(WORDS[i % len(WORDS)] for i in range(self.tokens))
-            self._json[model] = json_response(
+    def completion(self, model: str, tokens: int) -> bytes:
+        if (model, tokens) not in self._json:
+            text = "".join(WORDS[i % len(WORDS)] for i in range(tokens))
+            self._json[(model, tokens)] = json_response(
                 200,
                 {
                     "id": "bench-0001",
@@ -97,16 +101,16 @@ class Canned:
                             "finish_reason": "stop",
                         }
                     ],
-                    "usage": self.usage(),
+                    "usage": self.usage(tokens),
                     "system_fingerprint": "fp_bench",
                 },
             )
-        return self._json[model]
+        return self._json[(model, tokens)]
 
-    def stream(self, model: str) -> list[bytes]:
-        if model not in self._events:
-            self._events[model] = self._build_stream(model)
-        return self._events[model]
+    def stream(self, model: str, tokens: int) -> list[bytes]:
+        if (model, tokens) not in self._events:
+            self._events[(model, tokens)] = self._build_stream(model, tokens)
+        return self._events[(model, tokens)]
 
     def _chunk(self, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -119,11 +123,11 @@ class Canned:
             "usage": None,
         }
 
-    def _build_stream(self, model: str) -> list[bytes]:
+    def _build_stream(self, model: str, tokens: int) -> list[bytes]:
         events = [_event(self._chunk(model, {"role": "assistant", "content": ""}))]
-        events += [_event(self._chunk(model, {"content": WORDS[i % len(WORDS)]})) for i in range(self.tokens)]
+        events += [_event(self._chunk(model, {"content": WORDS[i % len(WORDS)]})) for i in range(tokens)]
         events.append(_event(self._chunk(model, {"content": ""}, finish="stop")))
-        usage = {**self._chunk(model, {}), "choices": [], "usage": self.usage()}
+        usage = {**self._chunk(model, {}), "choices": [], "usage": self.usage(tokens)}
         events.append(_event(usage))
         events.append(_event(b"[DONE]") + LAST_CHUNK)
         return events
@@ -134,6 +138,7 @@ class Handler:
         self.auth = f"Bearer {api_key}".encode()
         self.canned = canned
         self.event_gap = event_gap
+        self.stats = {"answered": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def __call__(self, sock: Any, _address: Any) -> None:
         # One write per SSE event: without NODELAY, Nagle holds each small write for the peer's delayed ACK (40 ms).
@@ -165,6 +170,9 @@ class Handler:
     def _answer(self, sock: Any, request_line: bytes, headers: dict[bytes, bytes], raw: bytes) -> None:
         method, _, rest = request_line.partition(b" ")
         path = rest.partition(b" ")[0].partition(b"?")[0]
+        if method == b"GET" and path == b"/stats":
+            sock.sendall(json_response(200, self.stats))
+            return
         if method != b"POST" or not path.endswith(b"/chat/completions"):
             sock.sendall(error_response(404, "Not Found"))
             return
@@ -174,16 +182,23 @@ class Handler:
         try:
             body = json.loads(raw)
             model = str(body["model"])
+            tokens = min(self.canned.tokens, int(body.get("max_tokens") or self.canned.tokens))
         except (ValueError, KeyError, TypeError):
             sock.sendall(error_response(400, "Failed to deserialize the JSON body into the target type"))
             return
+        self._count(tokens)
         if body.get("stream") is True:
-            self._send_stream(sock, model)
+            self._send_stream(sock, model, tokens)
         else:
-            sock.sendall(self.canned.completion(model))
+            sock.sendall(self.canned.completion(model, tokens))
 
-    def _send_stream(self, sock: Any, model: str) -> None:
-        events = self.canned.stream(model)
+    def _count(self, tokens: int) -> None:
+        self.stats["answered"] += 1
+        self.stats["prompt_tokens"] += self.canned.PROMPT_TOKENS
+        self.stats["completion_tokens"] += tokens
+
+    def _send_stream(self, sock: Any, model: str, tokens: int) -> None:
+        events = self.canned.stream(model, tokens)
         sock.sendall(STREAM_HEAD + events[0])
         for event in events[1:]:
             if self.event_gap:

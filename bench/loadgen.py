@@ -10,6 +10,7 @@ import resource
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +42,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_wrk(url: str, body_file: Path, key: str, concurrency: int, seconds: int) -> WrkResult:
+def pinned(cpus: str) -> list[str]:
+    """A command prefix that keeps a process (and its children) on the cores in `cpus`, e.g. "0" or "0,1"."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
+def run_wrk(url: str, body_file: Path, key: str, concurrency: int, seconds: int, cpus: str = "") -> WrkResult:
     """One wrk run on one thread (wrk is event-driven; one thread keeps it off the gateway's cores)."""
-    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), url]
+    cmd = [*pinned(cpus), "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s"]
+    cmd += ["-s", str(WRK_SCRIPT), url]
     env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_KEY": key}
     cpu_before = _children_cpu()
     try:
@@ -113,8 +120,19 @@ def check_answer(status: int, body: bytes, stream: bool, model: str) -> None:
         raise BenchError(f"unexpected answer: {body[:300]!r}")
 
 
-def probe(port: int, path: str, body: bytes, key: str, count: int, *, stream: bool, model: str) -> ProbeResult:
-    """`count` requests one after another; every answer is checked, so a broken relay stops the bench."""
+def probe(
+    port: int,
+    path: str,
+    body: bytes,
+    key: str,
+    count: int,
+    *,
+    stream: bool,
+    model: str,
+    check: Callable[[int, bytes, bool, str], None] = check_answer,
+) -> ProbeResult:
+    """`count` requests one after another; every answer is checked (by `check`), so a broken relay
+    stops the bench."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     heads, firsts, totals = [], [], []
@@ -127,7 +145,7 @@ def probe(port: int, path: str, body: bytes, key: str, count: int, *, stream: bo
             first_at, answer = _read_answer(resp, stream)
             totals.append(time.perf_counter() - started)
             firsts.append(first_at - started)
-            check_answer(resp.status, answer, stream, model)
+            check(resp.status, answer, stream, model)
     finally:
         conn.close()
     ms = 1000

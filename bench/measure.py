@@ -69,11 +69,11 @@ def measure(stack: Stack, name: str, kind: str, concurrency: int) -> Measured:
     url, key, _ = stack.target(name)
     body = stack.bodies[kind]
     if plan.warmup:
-        run_wrk(url, body, key, concurrency, plan.warmup)
+        run_wrk(url, body, key, concurrency, plan.warmup, plan.load_cpus)
     drop_celery_queue(stack.redis)
     servers = stack.workers if name == "gateway" else [stack.fake.pid]
     before = _cpu_snapshot(stack, servers)
-    result = run_wrk(url, body, key, concurrency, plan.duration)
+    result = run_wrk(url, body, key, concurrency, plan.duration, plan.load_cpus)
     after = _cpu_snapshot(stack, servers)
     drop_celery_queue(stack.redis)
     stack.check_workers()

@@ -36,6 +36,8 @@ class Plan:
     check: bool
     out: Path
     app_dir: Path  # the gateway's source tree (wsgi.py, gunicorn.conf.py); the venv stays this repo's
+    target_cpus: str = ""  # taskset -c list for the gateway ("" = not pinned)
+    load_cpus: str = ""  # taskset -c list for the fake upstream and wrk ("" = not pinned)
 
     def budget_seconds(self) -> int:
         """An upper bound for the whole run; the alarm stops the bench past it."""

@@ -55,6 +55,16 @@ def children_of(pid: int) -> list[int]:
     return sorted(found)
 
 
+def tree_of(pid: int) -> list[int]:
+    """`pid` and every process below it (children, their children, ...)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        queue += children_of(current)
+    return sorted(found)
+
+
 @dataclass(frozen=True, slots=True)
 class MachineTimes:
     busy: int

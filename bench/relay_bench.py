@@ -33,7 +33,7 @@ from report import NON_STREAM, LoadRow, render, targets
 from stack import Stack, start_stack
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
@@ -51,7 +51,7 @@ def _redis_line(stack: Stack) -> str:
     return "; ".join(parts) or "not measured"
 
 
-def _source_line(app_dir: Path) -> str:
+def source_line(app_dir: Path) -> str:
     """Which code ran: the commit, and whether the working tree had uncommitted changes (read-only git calls)."""
 
     def git(*args: str) -> str:
@@ -70,11 +70,11 @@ def header_lines(stack: Stack, argv: list[str]) -> list[str]:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"Run {stamp}: `.venv/bin/python bench/relay_bench.py {shlex.join(argv)}`",
-        f"Machine: {os.cpu_count()} cores ({_cpu_model()}), Python {platform.python_version()}, wrk (1 thread).",
+        f"Machine: {os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, wrk (1 thread).",
         f"Mode: quota and rate limit ON: the bench key has {plan.key_tokens:,} tokens and {plan.key_rpm:,} rpm "
         "(huge, so nothing is refused, but the checks run on every request).",
         f"Redis commands per gateway request (MONITOR over 50 sequential requests): {_redis_line(stack)}.",
-        f"Gateway source: {_source_line(plan.app_dir)}.",
+        f"Gateway source: {source_line(plan.app_dir)}.",
         f"Gateway: `gunicorn -c gunicorn.conf.py -k gevent -w {plan.workers}`, APP_ENV=production, "
         f"REDIS_URL={plan.redis_url} (no Celery worker runs: queued messages are dropped after each run and the "
         "database is flushed at the end), SQLite in a temporary file.",

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import procstat
 import redis
-from loadgen import BenchError, status_of
+from loadgen import BenchError, pinned, status_of
 from plan import BENCH, KINDS, ROOT, VENV_BIN, Plan, chat_body
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -147,7 +147,7 @@ def wait_gateway_ready(stack: Stack) -> None:
     stack.workers = procstat.children_of(stack.gateway.pid)
 
 
-def _flush_redis(url: str) -> redis.Redis:
+def flush_redis(url: str) -> redis.Redis:
     if urlsplit(url).hostname not in LOOPBACK:
         raise BenchError("the bench talks to 127.0.0.1 only; give --redis-url a loopback address")
     client = redis.Redis.from_url(url)
@@ -163,30 +163,34 @@ def _local_redis_pid(client: redis.Redis) -> int | None:
     return pid if pid and Path(f"/proc/{pid}/stat").exists() else None
 
 
-def _start_fake(plan: Plan, tmp: Path, stack_exit: ExitStack, port: int, api_key: str) -> Server:
-    cmd = [sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(port), "--api-key", api_key]
+def start_fake(plan: Plan, tmp: Path, stack_exit: ExitStack, port: int, api_key: str) -> Server:
+    cmd = [*pinned(plan.load_cpus), sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(port)]
+    cmd += ["--api-key", api_key]
     cmd += ["--tokens", str(plan.stream_tokens), "--event-gap-ms", str(plan.event_gap_ms)]
     fake = stack_exit.enter_context(Server("fake upstream", cmd, dict(os.environ), tmp / "fake.log"))
     wait_for(lambda: status_of(port, "GET", "/", "x") == 404, "the fake upstream", 20)
     return fake
 
 
-def _start_gateway(plan: Plan, tmp: Path, stack_exit: ExitStack, port: int, env: dict[str, str]) -> Server:
-    cmd = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-k", "gevent", "-w", str(plan.workers)]
+def start_gateway(
+    plan: Plan, tmp: Path, stack_exit: ExitStack, port: int, env: dict[str, str], name: str = "gateway"
+) -> Server:
+    cmd = [*pinned(plan.target_cpus), str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-k", "gevent"]
+    cmd += ["-w", str(plan.workers)]
     cmd += ["-b", f"127.0.0.1:{port}", "wsgi:app"]
-    return stack_exit.enter_context(Server("gateway", cmd, env, tmp / "gunicorn.log", plan.app_dir))
+    return stack_exit.enter_context(Server(name, cmd, env, tmp / f"{name}.log", plan.app_dir))
 
 
 def start_stack(plan: Plan, tmp: Path, stack_exit: ExitStack) -> Stack:
     """Fake upstream, fresh database and key, gateway; all stopped (and Redis flushed) by `stack_exit`."""
     upstream_key = "sk-bench-upstream-" + secrets.token_hex(8)
     fake_port, gateway_port = free_port(), free_port()
-    client = _flush_redis(plan.redis_url)
+    client = flush_redis(plan.redis_url)
     stack_exit.callback(client.flushdb)
-    fake = _start_fake(plan, tmp, stack_exit, fake_port, upstream_key)
+    fake = start_fake(plan, tmp, stack_exit, fake_port, upstream_key)
     env = gateway_env(plan, tmp, fake_port, upstream_key)
     key = create_key(plan, env)
-    gateway = _start_gateway(plan, tmp, stack_exit, gateway_port, env)
+    gateway = start_gateway(plan, tmp, stack_exit, gateway_port, env)
     bodies = {kind: tmp / f"{kind}.json" for kind in KINDS}
     for kind, path in bodies.items():
         path.write_bytes(chat_body(kind, plan.prompt_chars))
