@@ -109,7 +109,8 @@ class Comparison:
                 run = self.measure(target, kind, concurrency)
                 runs[target.label][(kind, concurrency)] = run
                 self._alive()
-                print(f"  {kind:<10} c={concurrency:<3} {target.label[:24]:<24} {run.summary()}", flush=True)
+                name = target.label.split(" (")[0]
+                print(f"  {kind:<10} c={concurrency:<3} {name:<22} {run.summary()}", flush=True)
         return [self._result(t, runs[t.label]) for t in self.targets]
 
     def _alive(self) -> None:
@@ -163,7 +164,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, help="seconds per measured run (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run, not measured")
     p.add_argument("--litellm", type=Path, default=DEFAULT_LITELLM, help="the litellm command to run")
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/12", help="RelayGate's; FLUSHED")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/10", help="RelayGate's; FLUSHED")
     p.add_argument("--out", type=Path, default=BENCH / "results" / "compare.md")
     p.add_argument("--app-dir", type=Path, default=ROOT, help="RelayGate source tree to run (as relay_bench.py)")
     return p.parse_args(argv)

@@ -147,8 +147,8 @@ def header(stack: Stack, argv: list[str]) -> list[str]:
     plan = stack.plan
     body = stack.bodies[NON_STREAM].stat().st_size
     return [
-        f"Run {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}: `.venv/bin/python bench/compare.py "
-        f"{shlex.join(argv)}` (`make bench-compare`)",
+        f"Run {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}: "
+        f"`{shlex.join(['.venv/bin/python', 'bench/compare.py', *argv])}` (`make bench-compare` runs it bare)",
         f"Machine: {os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}. Each target runs ONE "
         f"worker pinned to core {plan.target_cpus} (taskset); the fake upstream and wrk (1 thread) are pinned to core "
         f"{plan.load_cpus}; redis-server is the machine's shared one, not pinned.",

@@ -23,6 +23,8 @@ from stack import Server, free_port, wait_for
 def version(litellm_bin: Path) -> str:
     python = litellm_bin.parent / "python"
     code = "import importlib.metadata as m; print(m.version('litellm'))"
+    if not (python.exists() and litellm_bin.exists()):
+        raise BenchError(f"LiteLLM is not installed at {litellm_bin}: run `make bench-compare`")
     done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
         raise BenchError(f"LiteLLM is not installed in {litellm_bin.parent.parent}: run `make bench-compare`")

@@ -296,7 +296,7 @@ def main() -> None:
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up when stopped
     signal.alarm(BUDGET_SECONDS)
-    print(f"Scale test: about 2.5 minutes, at most {BUDGET_SECONDS} s", flush=True)
+    print(f"Scale test: about 2 minutes, at most {BUDGET_SECONDS} s", flush=True)
     try:
         ok = run(args)
     except BenchError as exc:
