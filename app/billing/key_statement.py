@@ -19,8 +19,8 @@ from sqlalchemy import func
 
 from app.extensions import db
 from app.models import AuditLog, ModelRoute, Order, UsageRecord
-from app.models.order import Refund
 from app.models.base import utcnow
+from app.models.order import Refund
 
 MAX_DAYS = 90
 PAGE_SIZE = 100
