@@ -48,12 +48,15 @@ def trial_key(prefix: str, upstream_id: int) -> str:
 
 def candidates(redis: Any, prefix: str, targets: Sequence[TargetInfo], now: float) -> list[Candidate[TargetInfo]]:
     """The targets with their live state, read in one round trip."""
-    pipe = redis.pipeline(transaction=False)
-    for target in targets:
-        pipe.hgetall(state_key(prefix, target.upstream_id))
-        if target.max_concurrency:
-            pipe.zcount(leases_key(prefix, target.upstream_id), now, "+inf")
-    replies = iter(pipe.execute())
+    if len(targets) == 1 and not targets[0].max_concurrency:  # the common case, without a pipeline's cost
+        replies = iter([redis.hgetall(state_key(prefix, targets[0].upstream_id))])
+    else:
+        pipe = redis.pipeline(transaction=False)
+        for target in targets:
+            pipe.hgetall(state_key(prefix, target.upstream_id))
+            if target.max_concurrency:
+                pipe.zcount(leases_key(prefix, target.upstream_id), now, "+inf")
+        replies = iter(pipe.execute())
     out = []
     for target in targets:
         state = _decoded(next(replies))
