@@ -21,6 +21,7 @@ PAYPAL_RECONCILE = "paypal.reconcile_orders"
 EMAIL_ORDER = "email.send_order_email"
 EMAIL_LOST_KEY_LINK = "email.send_lost_key_link"
 EMAIL_REPLACEMENT_KEY = "email.send_replacement_key"
+EMAIL_GIFT_KEY = "email.send_gift_key"
 
 # Task name -> the service function its worker task wraps, for embedded mode.
 SERVICES = {
@@ -32,6 +33,7 @@ SERVICES = {
     EMAIL_ORDER: "app.orders.delivery:send_order_email",
     EMAIL_LOST_KEY_LINK: "app.orders.delivery:send_lost_key_link",
     EMAIL_REPLACEMENT_KEY: "app.orders.delivery:send_replacement_key",
+    EMAIL_GIFT_KEY: "app.orders.delivery:send_gift_key",
 }
 TASK_NAMES = tuple(SERVICES)
 
@@ -89,3 +91,9 @@ def enqueue_lost_key_link(email: str, locale: str, site: str) -> None:
 def enqueue_replacement_key(key_id: int, key_ciphertext: str, locale: str, site: str) -> None:
     """`key_ciphertext` is app.secretbox output: the task payload never holds a readable key."""
     _send(EMAIL_REPLACEMENT_KEY, key_id, key_ciphertext, locale, site)
+
+
+def enqueue_gift_key_email(key_id: int, key_ciphertext: str, locale: str, site: str | None) -> None:
+    """The key a gift code created, to the address given with it. `key_ciphertext` is app.secretbox
+    output: the task payload never holds a readable key."""
+    _send(EMAIL_GIFT_KEY, key_id, key_ciphertext, locale, site)

@@ -48,8 +48,10 @@ ALLOWED_APP_IMPORTS = {
         "app.i18n",
         "app.site",
     },
+    "app.giftcodes": {"app.billing", "app.models", "app.extensions", "app.jobs", "app.secretbox", "app.orders"},
     "app.store": {
         "app.orders",
+        "app.giftcodes",
         "app.billing",
         "app.models",
         "app.jobs",
@@ -60,6 +62,7 @@ ALLOWED_APP_IMPORTS = {
     },
     "app.admin": {
         "app.orders",
+        "app.giftcodes",
         "app.routing",
         "app.models",
         "app.billing",
@@ -173,6 +176,7 @@ OWNERS = {
         r"insert\(UsageRecord\b",
         r"\bUsageRecord\(",
     ),
+    "app.giftcodes": (r"update\(GiftCode\b", r"insert\(GiftCode\b", r"\bGiftCode\("),
     "app.orders": (
         r"update\(Order\b",
         r"insert\(Order\b",

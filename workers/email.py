@@ -31,3 +31,8 @@ def send_lost_key_link(email: str, locale: str, site: str | None = None) -> None
 @shared_task(name="email.send_replacement_key", **_RETRY)
 def send_replacement_key(key_id: int, key_ciphertext: str, locale: str, site: str | None = None) -> None:
     delivery.send_replacement_key(key_id, key_ciphertext, locale, site)
+
+
+@shared_task(name="email.send_gift_key", **_RETRY)
+def send_gift_key(key_id: int, key_ciphertext: str, locale: str, site: str | None = None) -> None:
+    delivery.send_gift_key(key_id, key_ciphertext, locale, site)

@@ -20,6 +20,7 @@ NAV = (
     ("admin.overview", "overview"),
     ("admin.keys", "keys"),
     ("admin.plans", "plans"),
+    ("admin.codes", "codes"),
     ("admin.orders", "orders"),
     ("admin.upstreams", "upstreams"),
     ("admin.usage", "usage"),

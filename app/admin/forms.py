@@ -192,3 +192,12 @@ class UsageFilterForm(FilterForm):
         start: date | None = self.date_from.data
         if field.data and start and field.data < start:
             raise ValidationError(_l("The end date is before the start date."))
+
+
+class GiftCodeForm(FlaskForm):
+    plan = SelectField(_l("Plan"), coerce=int, choices=[])
+    count = _whole(_l("Number of codes"), 1, 1000, required=True)
+    expires = DateField(_l("Expires on (UTC)"), [Optional()])
+    note = StringField(_l("Note"), [Optional(), Length(max=200)], filters=[lambda v: (v or "").strip()])
+
+    validate_expires = KeyCreateForm.validate_expires

@@ -1,4 +1,5 @@
-"""The storefront's emails: the new key or top-up receipt, the lost-key link, the replacement key.
+"""The storefront's emails: the new key or top-up receipt, the lost-key link, the replacement key,
+the key a gift code bought.
 
 Each is sent by a worker task that may be retried: a short Redis lock stops two copies of the
 same task from sending at once, and a record of the successful send (Order.emailed_at, or a
@@ -79,6 +80,7 @@ SUBJECTS = {
     "topup": _l("%(tokens_text)s tokens added to your %(app_name)s key"),
     "lost_key_link": _l("Replace your %(app_name)s API key"),
     "replacement_key": _l("Your new %(app_name)s API key"),
+    "gift_key": _l("Your %(app_name)s API key from a gift code"),
 }
 
 
@@ -144,24 +146,36 @@ def send_lost_key_link(email: str, locale: str, site: str | None = None) -> bool
 
 def send_replacement_key(key_id: int, ciphertext: str, locale: str, site: str | None = None) -> bool:
     """The new key after a replacement. `ciphertext` is the key encrypted with app.secretbox."""
+    return _send_key("replacement_key", key_id, ciphertext, locale, site)
+
+
+def send_gift_key(key_id: int, ciphertext: str, locale: str, site: str | None = None) -> bool:
+    """The new key a gift code bought, to the address given with it. `ciphertext` as above."""
+    return _send_key("gift_key", key_id, ciphertext, locale, site)
+
+
+def _send_key(template: str, key_id: int, ciphertext: str, locale: str, site: str | None) -> bool:
+    """Email a key once (a marker per key secret stops a retried task), to the address on its row."""
     key = db.session.get(ApiKey, key_id)
     settings = _settings()
     if key is None or not key.email or settings is None:
         return False
-    marker = _redis_key(f"sent:replacement:{hashlib.sha256(ciphertext.encode()).hexdigest()[:32]}")
+    kind = template.removesuffix("_key")
+    marker = _redis_key(f"sent:{kind}:{hashlib.sha256(ciphertext.encode()).hexdigest()[:32]}")
     redis = get_redis()
     plaintext = secretbox.decrypt(ciphertext, current_app.config["SECRET_KEY"])
-    with _sending(f"replacement:{key_id}") as may_send:
+    with _sending(f"{kind}:{key_id}") as may_send:
         if not may_send or redis.exists(marker):
             return False
         message = _message(
-            "replacement_key",
+            template,
             locale,
             key.email,
-            f"<replacement-{key.id}-{marker[-12:]}@{_domain()}>",
+            f"<{kind}-{key.id}-{marker[-12:]}@{_domain()}>",
             site,
             key=plaintext,
             key_prefix=display_prefix(plaintext),
+            tokens_text=f"{key.tokens_quota:,}",
         )
         mailer.send(message, settings)
         redis.set(marker, "1", ex=_SENT_MARKER_SECONDS)

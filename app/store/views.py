@@ -1,4 +1,5 @@
-"""The storefront: pricing, checkout with PayPal, setup guide, balance, top-up, lost key, webhook.
+"""The storefront: pricing, checkout with PayPal, setup guide, balance, top-up, lost key, gift codes,
+webhook.
 
 Every page works without JavaScript. Pages that may show a key send `Cache-Control: no-store`.
 """
@@ -15,6 +16,7 @@ from flask_babel import lazy_gettext as _l
 from app import jobs
 from app.billing.statements import remaining_tokens
 from app.extensions import csrf, db
+from app.giftcodes import service as giftcodes
 from app.i18n import LANG_COOKIE
 from app.models import ApiKey, Order
 from app.orders import checkout, fulfilment, lostkey, paypal, webhooks
@@ -223,6 +225,54 @@ def lost_key_confirm(token: str) -> Any:
     if request.method == "GET":
         return _no_store(render_template("store/lost_key_confirm.html", key=key, remaining=remaining_tokens(key)))
     return _no_store(render_template("store/lost_key_confirm.html", done=True, sent_to=mask_email(key.email or "")))
+
+
+_REDEEM_ERRORS = {
+    "unknown": _l("That is not a valid gift code. Check it and try again: codes look like RG-XXXX-XXXX-…"),
+    "used": _l("That gift code has already been redeemed. Each code works once."),
+    "void": _l("That gift code was cancelled by the seller and no longer works."),
+    "expired": _l("That gift code expired on %(date)s UTC and no longer works."),
+    "throttled": _l("Too many tries from your address. Please wait %(minutes)s minutes, then try again."),
+    "key": _CHECKOUT_ERRORS["key"],
+    "key_revoked": _l("That key has been revoked and cannot be topped up. Redeem the code for a new key instead."),
+    "email": _l("Please enter a valid email address, or leave it empty."),
+}
+_REDEEM_STATUS = {"used": 410, "void": 410, "expired": 410, "throttled": 429}
+
+
+def _redeem_error(exc: giftcodes.RedeemError) -> str:
+    date = exc.expired_on.strftime("%Y-%m-%d") if exc.expired_on else ""
+    return _REDEEM_ERRORS[exc.reason] % {"date": date, "minutes": -(-exc.retry_after // 60)}
+
+
+@bp.route("/redeem", methods=["GET", "POST"])
+def redeem() -> Response:
+    """A gift code becomes a new key (shown once here, emailed when an address is given) or tokens
+    on a pasted key. The key is only ever posted, never put in a URL."""
+    if request.method == "GET":
+        return _no_store(render_template("store/redeem.html", kind="new"))
+    form = request.form
+    kind = "topup" if form.get("kind") == "topup" else "new"
+    email = form.get("email", "").strip() if kind == "new" else ""
+    try:
+        done = giftcodes.redeem(
+            form.get("code", ""),
+            client_ip=request.remote_addr or "",
+            key_text=form.get("key", "") if kind == "topup" else None,
+            email=email,
+            locale=locale(),
+            site=site_url(),
+        )
+    except giftcodes.RedeemError as exc:
+        page = render_template(
+            "store/redeem.html", kind=kind, code=form.get("code", "")[:64], email=email, error=_redeem_error(exc)
+        )
+        response = _no_store(page, _REDEEM_STATUS.get(exc.reason, 400))
+        if exc.retry_after:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    masked = mask_email(email) if email else ""
+    return _no_store(render_template("store/redeem_done.html", done=done, masked_email=masked))
 
 
 # -- PayPal webhook ------------------------------------------------------------------------------
