@@ -20,6 +20,7 @@ from app.extensions import db
 from app.models import Upstream, UsageRecord
 from app.relay.usage import estimate_prompt_tokens
 from app.routing import catalog, health
+from app.routing.pool import BreakerPolicy
 from tests.api.helpers import chat_body, content_of, json_events, post_stream, read_sse
 from tests.conftest import free_port
 from tests.fake_deepseek import FakeDeepSeek, FakeServer
@@ -298,3 +299,13 @@ def test_a_model_whose_accounts_are_all_out_of_service_answers_503(app, client, 
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert response.json["error"]["code"] == "upstream_unavailable"
     assert fake.requests == []
+
+
+def test_a_half_open_breaker_lets_a_trial_through_and_a_success_closes_it(app, client, redis, fake, api_key):
+    upstream_id = _upstream_id("deepseek")
+    health.record_failure(redis, P, upstream_id, time.time() - 60, BreakerPolicy(1, 10.0, 10.0))  # open until 50 s ago
+    assert redis.hget(health.state_key(P, upstream_id), "failures") == b"1"
+    response = client.post("/v1/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {api_key}"})
+    assert response.status_code == 200 and len(fake.requests) == 1
+    assert redis.hgetall(health.state_key(P, upstream_id)) == {}  # closed: no failures counted
+    assert not redis.exists(health.trial_key(P, upstream_id))

@@ -80,15 +80,17 @@ class PoolRequest:
             time.sleep(_POLL)
 
     def _take(self, candidate: Candidate[TargetInfo]) -> bool:
+        """A slot on the target's account and, when its breaker is half-open, its one trial."""
         target = candidate.target
-        if candidate.breaker == HALF_OPEN and not health.claim_trial(
-            self.redis, self.prefix, target.upstream_id, self.settings.trial_seconds
-        ):
-            return False
         member = f"{self.request_id}:{target.upstream_id}"
         if not health.acquire(self.redis, self.prefix, target, member, time.time(), self.settings.lease_seconds):
             return False
         self._held[target.upstream_id] = member
+        if candidate.breaker == HALF_OPEN and not health.claim_trial(
+            self.redis, self.prefix, target.upstream_id, self.settings.trial_seconds
+        ):
+            self._release(target)  # another request is the trial
+            return False
         return True
 
     def opened(self, target: TargetInfo) -> None:
