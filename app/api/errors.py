@@ -128,6 +128,17 @@ def rate_limited(exc: RateLimited) -> ApiError:
 
 
 def upstream_error(exc: Exception) -> ApiError:
+    return _pointing_to_status(_upstream_error(exc))
+
+
+def _pointing_to_status(error: ApiError) -> ApiError:
+    """The service's side failed: tell the buyer where to see whether it is them or everyone."""
+    if error.type == "upstream_error" and error.status >= 500:
+        error.message += f" Live status of every model: {site_url()}/status"
+    return error
+
+
+def _upstream_error(exc: Exception) -> ApiError:
     if isinstance(exc, UpstreamHTTPError):
         return _upstream_http(exc)
     if isinstance(exc, UpstreamTimeout):
@@ -157,7 +168,7 @@ def pool_unavailable(busy: bool, retry_after: int) -> ApiError:
     else:
         message = "The upstream model service is unavailable right now. Please try again in a moment."
         reason = "Upstream Unavailable"
-    return ApiError(
+    error = ApiError(
         503,
         message,
         type_="upstream_error",
@@ -165,6 +176,7 @@ def pool_unavailable(busy: bool, retry_after: int) -> ApiError:
         reason=reason,
         headers={"Retry-After": str(retry_after)},
     )
+    return _pointing_to_status(error)
 
 
 def _upstream_http(exc: UpstreamHTTPError) -> ApiError:

@@ -219,3 +219,15 @@ def test_upstream_connect_timeout_is_502_within_the_limit(app, client, api_key):
     finally:
         for sock in (*fillers, listener):
             sock.close()
+
+
+def test_errors_on_the_services_side_point_to_the_status_page(client, api_key, fake):
+    auth = {"Authorization": f"Bearer {api_key}"}
+    for status in (500, 503):
+        fake.script(status=status)
+        error = client.post("/v1/chat/completions", json=chat_body(), headers=auth).get_json()["error"]
+        assert error["type"] == "upstream_error"
+        assert error["message"].endswith("Live status of every model: http://testserver/status")
+    fake.script(status=400, error="Invalid max_tokens")  # the request's own fault: no status link
+    error = client.post("/v1/chat/completions", json=chat_body(), headers=auth).get_json()["error"]
+    assert "/status" not in error["message"]
