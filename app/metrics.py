@@ -65,7 +65,7 @@ IN_FLIGHT = Gauge(
 )
 FAILOVERS = Counter(
     "relaygate_failovers_total",
-    "Requests moved off an upstream before their first byte, by the upstream that failed.",
+    "Attempts that failed before the client got a byte (the request moved to the next account, if any).",
     ["upstream"],
 )
 CIRCUITS = Counter(

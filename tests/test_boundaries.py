@@ -27,7 +27,7 @@ ALLOWED_APP_IMPORTS = {
         "app.jobs",
         "app.metrics",
     },
-    "app.routing": {"app.models", "app.extensions", "app.secretbox"},
+    "app.routing": {"app.models", "app.extensions", "app.secretbox", "app.metrics"},
     "app.api": {
         "app.relay",
         "app.routing",

@@ -14,6 +14,7 @@ from typing import Any
 import gevent
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.billing import reconcile
 from app.extensions import db
@@ -197,7 +198,7 @@ def test_failing_accounts_are_skipped_disabled_and_broken_off_and_each_request_b
     app, redis, make_key, servers, gunicorn_factory
 ):
     _pool(servers)
-    server = gunicorn_factory(workers=2, **ENV)
+    server = gunicorn_factory(workers=2, METRICS_TOKEN="scrape", **ENV)
     _, key = make_key(1_000_000)
     started = time.monotonic()
 
@@ -246,6 +247,33 @@ def test_failing_accounts_are_skipped_disabled_and_broken_off_and_each_request_b
     assert cut.outcome == "timeout"
     assert 1 <= cut.completion_tokens < 50
     assert cut.billed_tokens == 2 * (estimate_prompt_tokens(stalled_body) + cut.completion_tokens)  # pro bills 2x
+
+    # What an operator's dashboard sees, added up over both workers.
+    scraped = requests.get(f"{server.url}/metrics", headers={"Authorization": "Bearer scrape"}, timeout=10).text
+    found = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+    }
+
+    def metric(name: str, **labels: str) -> float:
+        return sum(v for (n, ls), v in found.items() if n == name and labels.items() <= dict(ls).items())
+
+    assert metric("relaygate_circuit_openings_total", upstream="broke", reason="disabled") == 1
+    for name in ("refused", "slow", "err200"):  # two failures opened each breaker, once
+        assert metric("relaygate_circuit_openings_total", upstream=name, reason="breaker") == 1, name
+        assert metric("relaygate_failovers_total", upstream=name) == 2, name
+    assert metric("relaygate_failovers_total", upstream="broke") == 1
+    assert metric("relaygate_requests_total", upstream="healthy", status="200") == 18
+    assert metric("relaygate_stream_endings_total", model="deepseek-v4-pro", reason="timeout") == 1
+    assert metric("relaygate_requests_in_flight") == 0
+
+    # The public status page: the failovers cost no buyer an answer, so the model is up; no account is named.
+    page = requests.get(f"{server.url}/status", timeout=10).text
+    flash = page.split("<code>deepseek-v4-flash</code>", 1)[1].split("</section>", 1)[0]
+    assert "state up" in flash and "100.0% succeeded" in flash
+    secrets = [f"sk-{name}-0000" for name in servers] + [s.base_url for s in servers.values()] + ["err200", "stall"]
+    assert not any(secret in page for secret in secrets)
 
 
 def test_an_account_never_has_more_requests_in_flight_than_its_limit(app, redis, make_key, gunicorn_factory):

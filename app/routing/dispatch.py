@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import metrics
 from app.routing import health
 from app.routing.pool import HALF_OPEN, BreakerPolicy, Candidate, attempt_order, is_waiting_for_room
 from app.routing.routes import RouteInfo, TargetInfo
@@ -103,10 +104,11 @@ class PoolRequest:
         """An attempt failed before the client got anything. `refused`: the account itself was
         refused (401/402) and is taken out everywhere; `counts`: a failure for its breaker."""
         self._release(target)
+        metrics.failed_over(target.upstream_name)
         if refused:
             self._disable(target, reason)
         elif counts:
-            health.record_failure(self.redis, self.prefix, target.upstream_id, time.time(), self.settings.breaker)
+            self._count_failure(target)
 
     def finished(self, target: TargetInfo, *, failed: bool) -> None:
         """The answer is over (also when it broke off after the client got part of it). Never
@@ -114,7 +116,7 @@ class PoolRequest:
         try:
             self._release(target)
             if failed:
-                health.record_failure(self.redis, self.prefix, target.upstream_id, time.time(), self.settings.breaker)
+                self._count_failure(target)
         except RedisError:
             log.warning("could not record the end of a request on %s", target.upstream_name, exc_info=True)
 
@@ -128,9 +130,14 @@ class PoolRequest:
         if member is not None:
             health.release(self.redis, self.prefix, target, member)
 
+    def _count_failure(self, target: TargetInfo) -> None:
+        if health.record_failure(self.redis, self.prefix, target.upstream_id, time.time(), self.settings.breaker):
+            metrics.circuit_opened(target.upstream_name, "breaker")
+
     def _disable(self, target: TargetInfo, reason: str) -> None:
         if not health.disable(self.redis, self.prefix, target.upstream_id, reason):
             return  # another request took it out first
+        metrics.circuit_opened(target.upstream_name, "disabled")
         log.error("upstream %s disabled: %s", target.upstream_name, reason)
         try:
             self._on_disabled(target.upstream_id, reason)

@@ -111,10 +111,11 @@ def release(redis: Any, prefix: str, target: TargetInfo, member: str) -> None:
         redis.zrem(leases_key(prefix, target.upstream_id), member)
 
 
-def record_failure(redis: Any, prefix: str, upstream_id: int, now: float, policy: BreakerPolicy) -> Breaker:
-    """Count a failure; opens (or re-opens) the breaker by pool.after_failure. Safe across processes."""
+def record_failure(redis: Any, prefix: str, upstream_id: int, now: float, policy: BreakerPolicy) -> bool:
+    """Count a failure; opens (or re-opens) the breaker by pool.after_failure. Safe across processes.
+    True when this failure is the one that opened it."""
     key = state_key(prefix, upstream_id)
-    result: list[Breaker] = []
+    opened: list[bool] = [False]
 
     def update(pipe: Any) -> None:
         before = breaker_from(_decoded(pipe.hgetall(key)))
@@ -122,14 +123,14 @@ def record_failure(redis: Any, prefix: str, upstream_id: int, now: float, policy
         pipe.multi()
         pipe.hset(key, mapping={"failures": after.failures, "open_until": after.open_until, "backoff": after.backoff})
         pipe.delete(trial_key(prefix, upstream_id))
-        result[:] = [after]
-        if breaker_state(before, now) != breaker_state(after, now) or before.open_until != after.open_until:
+        opened[0] = breaker_state(before, now) != breaker_state(after, now) or before.open_until != after.open_until
+        if opened[0]:
             log.warning(
                 "upstream %s: circuit open for %.0f s (%s failures)", upstream_id, after.backoff, after.failures
             )
 
     redis.transaction(update, key)
-    return result[0]
+    return opened[0]
 
 
 def record_success(redis: Any, prefix: str, candidate: Candidate[TargetInfo]) -> None:
