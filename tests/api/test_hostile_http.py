@@ -21,6 +21,7 @@ from tests.api.helpers import chat_body
 
 LIMIT = 64 * 1024
 BODY_TIMEOUT = 1.5
+SLACK = 5.0  # a busy machine's scheduling; a body left waiting would hold until the client's 15 s timeout
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_a_body_that_stops_arriving_is_cut_off_at_the_deadline(server, key):
         head("/v1/chat/completions", f"Authorization: Bearer {key}", f"Content-Length: {len(payload) + 100}") + payload
     )
     status, headers, body, took = exchange.response()
-    assert status == 408 and BODY_TIMEOUT <= took < BODY_TIMEOUT + 2, (status, took)
+    assert status == 408 and BODY_TIMEOUT <= took < BODY_TIMEOUT + SLACK, (status, took)
     assert headers["content-type"] == "application/json"
     assert "did not arrive within 1.5 seconds" in api_error(body)["message"]
 
@@ -114,7 +115,7 @@ def test_a_body_sent_a_byte_at_a_time_is_cut_off_at_the_same_deadline(server, ke
 
     threading.Thread(target=trickle, daemon=True).start()
     status, _, body, took = exchange.response()
-    assert status == 408 and took < BODY_TIMEOUT + 2, (status, took)
+    assert status == 408 and took < BODY_TIMEOUT + SLACK, (status, took)
 
 
 def test_a_chunked_body_over_the_limit_is_a_413_not_a_cut_off_body(server, key):
@@ -163,7 +164,7 @@ def test_broken_chunked_encoding_is_a_4xx_not_a_500(server, key, framing, expect
     )
     status, headers, body, took = exchange.response()
     assert status == expected and headers["content-type"] == "application/json", (status, body)
-    assert api_error(body)["type"] == "invalid_request_error" and took < BODY_TIMEOUT + 2
+    assert api_error(body)["type"] == "invalid_request_error" and took < BODY_TIMEOUT + SLACK
 
 
 def test_a_store_form_that_stops_arriving_gets_a_page_not_json(server):
@@ -171,7 +172,7 @@ def test_a_store_form_that_stops_arriving_gets_a_page_not_json(server):
         head("/lost-key", "Content-Type: application/x-www-form-urlencoded", "Content-Length: 500") + b"email=a"
     )
     status, headers, body, took = exchange.response()
-    assert status == 408 and took < BODY_TIMEOUT + 2
+    assert status == 408 and took < BODY_TIMEOUT + SLACK
     assert headers["content-type"].startswith("text/html") and b"did not arrive" in body
 
 
