@@ -318,10 +318,11 @@ def upstreams_set(
 
 def register_cli(app: Flask) -> None:
     from app.admin.commands import admin_cli
+    from app.giftcodes.commands import codes_cli
     from app.orders.commands import orders_cli
     from app.quickstart import quickstart_command
     from app.store.commands import plans_cli
 
-    for group in (keys_cli, models_cli, upstreams_cli, admin_cli, plans_cli, orders_cli):
+    for group in (keys_cli, models_cli, upstreams_cli, admin_cli, plans_cli, orders_cli, codes_cli):
         app.cli.add_command(group)
     app.cli.add_command(quickstart_command)

@@ -337,3 +337,15 @@ def test_a_half_open_breaker_lets_a_trial_through_and_a_success_closes_it(app, c
     assert response.status_code == 200 and len(fake.requests) == 1
     assert redis.hgetall(health.state_key(P, upstream_id)) == {}  # closed: no failures counted
     assert not redis.exists(health.trial_key(P, upstream_id))
+
+
+def test_the_usage_record_names_the_model_of_the_account_that_answered(app, client, redis, fake, api_key):
+    catalog.set_upstream("dead", base_url=f"http://127.0.0.1:{free_port()}")  # refuses connections
+    catalog.set_target("deepseek-v4-flash", "dead", priority=10, upstream_model="deepseek-dead-model")
+    catalog.set_target("deepseek-v4-flash", "deepseek", upstream_model="deepseek-chat")
+    response = client.post("/v1/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {api_key}"})
+    assert response.status_code == 200
+    assert fake.requests[-1].body["model"] == "deepseek-chat"  # the fallback account's own model name
+    reconcile.drain(redis, P, batch_size=10)
+    (record,) = _records()
+    assert (record.model, record.upstream_model) == ("deepseek-v4-flash", "deepseek-chat")

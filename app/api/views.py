@@ -93,7 +93,7 @@ def _relay(key: KeyInfo, route: RouteInfo, chat: ChatRequest, meter: Meter) -> R
         pool.abandon()
         return _no_answer(exc, meter, pool.busy)
     pool.opened(target)
-    meter.upstream = target.upstream_name
+    meter.served_by(target.upstream_name, target.upstream_model)
     if chat.stream:
         relay = StreamRelay(
             answer,

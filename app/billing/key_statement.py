@@ -157,11 +157,12 @@ def quota_changes(key_id: int) -> list[QuotaChange]:
     for entry in db.session.execute(operator).scalars():
         tokens = int((entry.details or {}).get("tokens") or 0)
         if tokens:
-            changes.append(QuotaChange(entry.created_at, _OPERATOR_ACTIONS[entry.action], tokens, "operator"))
+            reference = (entry.details or {}).get("code") or "operator"
+            changes.append(QuotaChange(entry.created_at, _OPERATOR_ACTIONS[entry.action], tokens, reference))
     return sorted(changes, key=lambda change: change.at)
 
 
-_OPERATOR_ACTIONS = {"key.create": "issued", "key.topup": "admin_topup"}
+_OPERATOR_ACTIONS = {"key.create": "issued", "key.topup": "admin_topup", "giftcode.redeem": "gift_code"}
 
 CSV_FIELDS = (
     "time_utc",

@@ -160,6 +160,12 @@ class Meter:
         self._multiplier = max(1, settlement.multipliers.completion)
         metrics.admitted(settlement.stream)
 
+    def served_by(self, upstream: str, upstream_model: str) -> None:
+        """The account and model that answered, when failover chose another than the route's first."""
+        self.upstream = upstream
+        if upstream_model != self.settlement.upstream_model:
+            self.settlement = dataclasses.replace(self.settlement, upstream_model=upstream_model)
+
     @property
     def covered(self) -> int:
         """Completion tokens the hold pays for."""

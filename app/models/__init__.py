@@ -3,6 +3,7 @@
 from app.models.admin import AdminUser, AuditLog
 from app.models.api_key import ApiKey
 from app.models.base import utcnow
+from app.models.gift_code import GiftCode
 from app.models.order import Order, Plan, WebhookEvent
 from app.models.upstream import ModelRoute, RouteTarget, Upstream
 from app.models.usage import UsageRecord
@@ -11,6 +12,7 @@ __all__ = [
     "AdminUser",
     "ApiKey",
     "AuditLog",
+    "GiftCode",
     "ModelRoute",
     "Order",
     "Plan",

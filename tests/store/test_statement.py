@@ -166,3 +166,20 @@ def test_statement_in_chinese(client, make_key):
     _open_statement(client, key)
     html = client.get("/balance/statement?lang=zh").get_data(as_text=True)
     assert "账单" in html and "每天消耗的 tokens" in html and "下载 CSV" in html
+
+
+def test_a_redeemed_gift_code_is_in_the_statement(client, make_key):
+    from app.giftcodes import service
+    from app.models import Plan
+
+    plan = Plan(name="Gift 3M", tokens=3_000_000, price_cents=150, active=True)
+    db.session.add(plan)
+    db.session.commit()
+    (code,) = service.generate(plan.id, 1, actor=service.Actor("cli")).codes
+    row, key = make_key(500)
+    service.redeem(code, client_ip="192.0.2.10", key_text=key)
+
+    (change,) = key_statement.quota_changes(row.id)
+    assert (change.kind, change.tokens, change.reference) == ("gift_code", 3_000_000, code[:7])
+    html = _open_statement(client, key).get_data(as_text=True)
+    assert "Gift code" in html and "+3,000,000" in html and code not in html
