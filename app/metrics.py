@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -75,8 +76,20 @@ CIRCUITS = Counter(
 )
 
 
+_children: dict[tuple[object, tuple[str, ...]], object] = {}
+
+
+def _child(metric: object, *labels: str) -> Any:
+    """metric.labels(*labels), looked up once per process: labels() validates and locks every call."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)  # type: ignore[attr-defined]
+    return child
+
+
 def admitted(stream: bool) -> None:
-    IN_FLIGHT.labels(_flag(stream)).inc()
+    _child(IN_FLIGHT, _flag(stream)).inc()
 
 
 def settled(
@@ -92,26 +105,26 @@ def settled(
     reported: tuple[int, int] | None,
 ) -> None:
     """One request's end, called once per admitted request (metering settles once)."""
-    IN_FLIGHT.labels(_flag(stream)).dec()
-    REQUESTS.labels(model, upstream or "none", str(status)).inc()
-    DURATION.labels(model, _flag(stream)).observe(seconds)
+    _child(IN_FLIGHT, _flag(stream)).dec()
+    _child(REQUESTS, model, upstream or "none", str(status)).inc()
+    _child(DURATION, model, _flag(stream)).observe(seconds)
     if first_token_seconds is not None:
-        FIRST_TOKEN.labels(model).observe(first_token_seconds)
+        _child(FIRST_TOKEN, model).observe(first_token_seconds)
     if stream:
-        ENDINGS.labels(model, outcome).inc()
+        _child(ENDINGS, model, outcome).inc()
     if billed:
-        BILLED.labels(model).inc(billed)
+        _child(BILLED, model).inc(billed)
     if reported is not None:
-        REPORTED.labels(model, "prompt").inc(reported[0])
-        REPORTED.labels(model, "completion").inc(reported[1])
+        _child(REPORTED, model, "prompt").inc(reported[0])
+        _child(REPORTED, model, "completion").inc(reported[1])
 
 
 def failed_over(upstream: str) -> None:
-    FAILOVERS.labels(upstream).inc()
+    _child(FAILOVERS, upstream).inc()
 
 
 def circuit_opened(upstream: str, reason: str) -> None:
-    CIRCUITS.labels(upstream, reason).inc()
+    _child(CIRCUITS, upstream, reason).inc()
 
 
 def _flag(value: bool) -> str:
