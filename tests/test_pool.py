@@ -46,7 +46,7 @@ def _bounded() -> Iterator[None]:
 P = "rg"
 ENV = {
     "RELAY_CONNECT_TIMEOUT": "1",
-    "RELAY_HEADER_TIMEOUT": "0.5",
+    "RELAY_HEADER_TIMEOUT": "2",  # generous: a healthy fake on a busy 2-core machine must never miss it
     "RELAY_IDLE_TIMEOUT": "1",
     "POOL_MAX_ATTEMPTS": "6",
     "POOL_FAILOVER_SECONDS": "20",
@@ -143,7 +143,7 @@ class Counting:
 def servers() -> Iterator[dict[str, FakeServer]]:
     started = {
         "broke": FakeServer(Scripted(status=402, error="Insufficient Balance")).start(),
-        "slow": FakeServer(SlowHeaders(3.0)).start(),  # type: ignore[arg-type]
+        "slow": FakeServer(SlowHeaders(6.0)).start(),  # type: ignore[arg-type]
         "err200": FakeServer(ErrorIn200()).start(),  # type: ignore[arg-type]
         "healthy": FakeServer(Counting(Scripted(tokens=5))).start(),  # type: ignore[arg-type]
         "stall": FakeServer(Scripted(tokens=50, stall_after=2, keepalive_every=0.2)).start(),
