@@ -290,7 +290,9 @@ def test_an_account_never_has_more_requests_in_flight_than_its_limit(app, redis,
         upstream.stop()
     statuses = [r.status_code for r in responses]
     assert fake.peak == 3, (fake.peak, statuses)
-    assert statuses.count(200) >= 6, statuses  # three at a time, each about a second, within the wait
+    # The first three always get a slot; how many more finish within the queue wait depends on the
+    # machine's speed (six on a quiet one), so the limit, not a throughput, is what is asserted.
+    assert statuses.count(200) >= 3, statuses
     assert set(statuses) <= {200, 503}
     for response in (r for r in responses if r.status_code == 503):
         assert response.headers["Retry-After"] == "2"
