@@ -23,7 +23,7 @@ from app.relay.usage import estimate_prompt_tokens
 from app.routing import catalog, health
 from app.routing.pool import BreakerPolicy
 from tests.api.helpers import chat_body, content_of, json_events, post_stream, read_sse
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.fake_deepseek import FakeDeepSeek, FakeServer
 
 TEST_SECONDS = 60
@@ -298,8 +298,12 @@ def test_an_account_never_has_more_requests_in_flight_than_its_limit(app, redis,
         assert response.headers["Retry-After"] == "2"
         assert response.json()["error"]["code"] == "upstream_unavailable"
     assert redis.zcard(health.leases_key(P, _upstream_id("small"))) == 0  # every slot given back
-    reconcile.drain(redis, P, batch_size=100)
-    assert len(_records()) == 20  # the refused ones too, billed nothing
+
+    def drained() -> int:
+        reconcile.drain(redis, P, batch_size=100)
+        return len(_records())
+
+    wait_until(lambda: drained() == 20, timeout=10)  # the refused ones too, billed nothing
     assert sum(r.billed_tokens for r in _records() if r.status_code == 503) == 0
 
 
