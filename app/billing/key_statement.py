@@ -17,6 +17,8 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import func
 
+from app.billing import pricing
+from app.billing.pricing import Multipliers
 from app.extensions import db
 from app.models import AuditLog, ModelRoute, Order, UsageRecord
 from app.models.base import utcnow
@@ -24,12 +26,6 @@ from app.models.order import Refund
 
 MAX_DAYS = 90
 PAGE_SIZE = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Multipliers:
-    prompt: int = 1
-    completion: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +45,7 @@ class Charge:
 
     @property
     def expected(self) -> int:
-        return self.prompt * self.multipliers.prompt + self.completion * self.multipliers.completion
+        return pricing.billed_tokens(self.prompt, self.completion, self.multipliers)
 
     @property
     def adds_up(self) -> bool:
