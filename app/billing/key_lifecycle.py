@@ -19,7 +19,7 @@ from sqlalchemy import case, event
 from sqlalchemy.orm import Session
 
 from app.billing import key_lookup, quota
-from app.billing.key_format import display_prefix, generate_key, hash_key
+from app.billing.key_format import display_prefix, generate_key, hash_key, looks_like_key
 from app.extensions import db, get_redis
 from app.models import ApiKey, utcnow
 
@@ -118,6 +118,18 @@ def find_key(reference: str) -> ApiKey:
     if row is None:
         raise KeyNotFound(reference)
     return row
+
+
+def find_pasted_key(key_text: str | None) -> ApiKey | None:
+    """The key a buyer pasted into a form, whatever its status, or None. Only a whole key finds
+    anything: never an id or a display prefix, which find_key also accepts from operators."""
+    key_text = (key_text or "").strip()
+    if not looks_like_key(key_text):
+        return None
+    try:
+        return find_key(key_text)
+    except KeyNotFound:
+        return None
 
 
 def refresh_live_state(row: ApiKey) -> None:

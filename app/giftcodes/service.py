@@ -21,7 +21,6 @@ from sqlalchemy import Select, or_
 
 from app import jobs, secretbox
 from app.billing import key_lifecycle
-from app.billing.key_format import looks_like_key
 from app.billing.statements import remaining_tokens
 from app.extensions import db, get_redis
 from app.giftcodes import throttle
@@ -153,13 +152,9 @@ def _optional_email(value: str) -> str:
 
 
 def _key_to_credit(key_text: str) -> ApiKey:
-    key_text = (key_text or "").strip()
-    if not looks_like_key(key_text):
+    row = key_lifecycle.find_pasted_key(key_text)
+    if row is None:
         raise RedeemError("key")
-    try:
-        row = key_lifecycle.find_key(key_text)
-    except key_lifecycle.KeyNotFound:
-        raise RedeemError("key") from None
     if row.status != "active":
         raise RedeemError("key_revoked")
     return row

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from flask import current_app
 
 from app.billing import key_lifecycle
-from app.billing.key_format import looks_like_key
 from app.extensions import db
 from app.models import ApiKey, Order, utcnow
 from app.orders import fulfilment, lostkey, paypal
@@ -52,13 +51,9 @@ def normalise_email(value: str) -> str:
 
 
 def _key_to_top_up(key_text: str) -> ApiKey:
-    key_text = (key_text or "").strip()
-    if not looks_like_key(key_text):
+    row = key_lifecycle.find_pasted_key(key_text)
+    if row is None:
         raise CheckoutError("key")
-    try:
-        row = key_lifecycle.find_key(key_text)
-    except key_lifecycle.KeyNotFound:
-        raise CheckoutError("key") from None
     if row.status != "active":
         raise CheckoutError("key_revoked")
     return row

@@ -7,8 +7,7 @@ from datetime import datetime
 
 from flask import current_app
 
-from app.billing import key_lifecycle, statements
-from app.billing.key_format import looks_like_key
+from app.billing import statements
 from app.extensions import db
 from app.models import ApiKey, UsageRecord
 
@@ -23,17 +22,6 @@ class KeySummary:
     rpm: int
     expires_at: datetime | None
     models: tuple[str, ...]
-
-
-def find_active_or_any(key_text: str) -> ApiKey | None:
-    """The key row for a pasted key, or None. Only a full key finds anything (not an id or prefix)."""
-    key_text = (key_text or "").strip()
-    if not looks_like_key(key_text):
-        return None
-    try:
-        return key_lifecycle.find_key(key_text)
-    except key_lifecycle.KeyNotFound:
-        return None
 
 
 def summarise(row: ApiKey, now: datetime | None = None) -> KeySummary:

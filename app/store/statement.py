@@ -13,7 +13,7 @@ from typing import Any
 from flask import Response, redirect, render_template, request, session, url_for
 from flask_babel import lazy_gettext as _l
 
-from app.billing import key_statement
+from app.billing import key_lifecycle, key_statement
 from app.extensions import db
 from app.models import ApiKey
 from app.models.base import utcnow
@@ -58,7 +58,7 @@ def chart(totals: list[key_statement.DayTotal], days: int, today: date) -> list[
 
 @bp.post("/balance/statement")
 def open_statement() -> Any:
-    row = balance.find_active_or_any(request.form.get("key", ""))
+    row = key_lifecycle.find_pasted_key(request.form.get("key"))
     if row is None:
         error = _l("We could not find that key. Paste the whole key; it starts with sk-gateway-.")
         return _no_store(render_template("store/balance.html", error=error), 404)

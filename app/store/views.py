@@ -14,6 +14,7 @@ from flask_babel import get_locale, refresh
 from flask_babel import lazy_gettext as _l
 
 from app import jobs
+from app.billing import key_lifecycle
 from app.billing.statements import remaining_tokens
 from app.extensions import csrf, db
 from app.giftcodes import service as giftcodes
@@ -194,7 +195,7 @@ def mask_email(email: str) -> str:
 def check_balance() -> Response:
     if request.method == "GET":
         return _no_store(render_template("store/balance.html"))
-    row = balance.find_active_or_any(request.form.get("key", ""))
+    row = key_lifecycle.find_pasted_key(request.form.get("key"))
     if row is None:
         error = _l("We could not find that key. Paste the whole key; it starts with sk-gateway-.")
         return _no_store(render_template("store/balance.html", error=error), 404)
