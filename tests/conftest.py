@@ -4,12 +4,14 @@ TEST_DATABASE_URL is set, and a fake DeepSeek on loopback."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,22 @@ REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 UPSTREAM_SECRET = "sk-upstream-test-secret"
 # Usage spooled by the gateways a test starts: never the repository's instance/usage-spool.
 SPOOL_DIR = tempfile.mkdtemp(prefix="relaygate-test-spool-")
+
+
+@contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Fail the block with TimeoutError after `seconds`, whatever hangs inside it (main thread only)."""
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"ran past its {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ DeepSeek servers on loopback, each failing its own way."""
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from app.relay.usage import estimate_prompt_tokens
 from app.routing import catalog, health
 from app.routing.pool import BreakerPolicy
 from tests.api.helpers import chat_body, content_of, json_events, post_stream, read_sse
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, time_limit, wait_until
 from tests.fake_deepseek import FakeDeepSeek, FakeServer
 
 TEST_SECONDS = 60
@@ -32,15 +31,8 @@ TEST_SECONDS = 60
 @pytest.fixture(autouse=True)
 def _bounded() -> Iterator[None]:
     """No test here runs longer than TEST_SECONDS, whatever hangs."""
-
-    def expire(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"test ran longer than {TEST_SECONDS} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TEST_SECONDS)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    with time_limit(TEST_SECONDS):
+        yield
 
 
 P = "rg"

@@ -24,7 +24,7 @@ from app.relay.sse import StreamDecoder
 from config import TestingConfig
 from tests.api.helpers import chat_body, content_of, json_events, post_stream
 from tests.billing.test_spool import locked_database
-from tests.conftest import CeleryWorker, app_overrides, wait_for_port, wait_until
+from tests.conftest import CeleryWorker, app_overrides, time_limit, wait_for_port, wait_until
 from tests.fake_deepseek import WORDS, prompt_tokens_of
 from tests.test_outages import OwnRedis
 
@@ -53,15 +53,9 @@ class PersistentRedis(OwnRedis):
 
 
 @pytest.fixture(autouse=True)
-def time_limit() -> Iterator[None]:
-    def expire(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"the test ran past its {TIME_LIMIT} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TIME_LIMIT)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+def _bounded() -> Iterator[None]:
+    with time_limit(TIME_LIMIT):
+        yield
 
 
 @pytest.fixture
