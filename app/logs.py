@@ -21,6 +21,8 @@ from flask import Flask, Response, g, has_request_context, request
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 _CURRENT: ContextVar[str] = ContextVar("request_id", default="-")
 _VALID_INCOMING = re.compile(r"[A-Za-z0-9._:-]{8,64}")
+# Blueprints whose request id is what a charge is idempotent by: always our own.
+_OWN_IDS = frozenset({"api", "balance"})
 
 
 def current_request_id() -> str:
@@ -72,12 +74,11 @@ def init_logging(app: Flask) -> None:
 
 
 def _assign() -> None:
-    g.request_id = incoming_or_new(request.headers.get("X-Request-Id"))
+    incoming = None if request.blueprint in _OWN_IDS else request.headers.get("X-Request-Id")
+    g.request_id = incoming_or_new(incoming)
     _CURRENT.set(g.request_id)
 
 
 def _tag(response: Response) -> Response:
-    # A blueprint may have replaced the id (the API does); what the response says is what the logs say.
-    _CURRENT.set(g.request_id)
     response.headers.setdefault("x-request-id", g.request_id)
     return response

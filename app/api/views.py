@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -35,11 +34,6 @@ from app.routing.routes import RouteInfo, TargetInfo
 bp = Blueprint("api", __name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-@bp.before_request
-def _assign_request_id() -> None:
-    g.request_id = uuid.uuid4().hex
 
 
 @bp.after_request
