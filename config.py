@@ -93,6 +93,8 @@ class Config:
     POOL_BREAKER_SECONDS = _env_float("POOL_BREAKER_SECONDS", 30.0)  # open this long, doubled per failed trial
     POOL_QUEUE_SECONDS = _env_float("POOL_QUEUE_SECONDS", 2.0)  # wait for a slot when every account is full
     POOL_LEASE_SECONDS = _env_float("POOL_LEASE_SECONDS", 1800.0)  # a dead process's slot is free after this
+    POOL_PROBE_SECONDS = _env_float("POOL_PROBE_SECONDS", 60.0)  # beat: GET /models and /user/balance per account
+    POOL_PROBE_TIMEOUT = _env_float("POOL_PROBE_TIMEOUT", 5.0)  # each probe request; a frozen account waits no longer
 
     # Keys and limits.
     KEY_DEFAULT_RPM = _env_int("KEY_DEFAULT_RPM", 30)

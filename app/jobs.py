@@ -22,6 +22,8 @@ EMAIL_ORDER = "email.send_order_email"
 EMAIL_LOST_KEY_LINK = "email.send_lost_key_link"
 EMAIL_REPLACEMENT_KEY = "email.send_replacement_key"
 EMAIL_GIFT_KEY = "email.send_gift_key"
+EMAIL_UPSTREAM_ALERT = "email.send_upstream_alert"
+POOL_PROBE = "pool.probe"
 
 # Task name -> the service function its worker task wraps, for embedded mode.
 SERVICES = {
@@ -34,6 +36,8 @@ SERVICES = {
     EMAIL_LOST_KEY_LINK: "app.orders.delivery:send_lost_key_link",
     EMAIL_REPLACEMENT_KEY: "app.orders.delivery:send_replacement_key",
     EMAIL_GIFT_KEY: "app.orders.delivery:send_gift_key",
+    EMAIL_UPSTREAM_ALERT: "app.orders.delivery:send_upstream_alert",
+    POOL_PROBE: "app.routing.probe:probe_upstreams",
 }
 TASK_NAMES = tuple(SERVICES)
 
@@ -97,3 +101,9 @@ def enqueue_gift_key_email(key_id: int, key_ciphertext: str, locale: str, site: 
     """The key a gift code created, to the address given with it. `key_ciphertext` is app.secretbox
     output: the task payload never holds a readable key."""
     _send(EMAIL_GIFT_KEY, key_id, key_ciphertext, locale, site)
+
+
+def enqueue_upstream_alert(upstream_id: int, kind: str, event: str) -> None:
+    """Email every admin about an upstream account: "disabled" (taken out after a 401/402) or
+    "low_balance". Ids only: the task payload never holds a key or the upstream's reason text."""
+    _send(EMAIL_UPSTREAM_ALERT, upstream_id, kind, event)

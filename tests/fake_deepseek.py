@@ -19,8 +19,14 @@ answer. Options (all optional):
   leading_blank_lines     non-stream: blank lines before the JSON (DeepSeek's queue keep-alive)
   error_event             stream: send an {"error": ...} event after the first token
   prompt_tokens           report this many prompt tokens (what DeepSeek's tokenizer would count)
+  cache_hit_tokens        of those, report this many as cache hits (prompt_cache_hit_tokens; the
+                          rest are prompt_cache_miss_tokens, as DeepSeek splits them)
   ignore_max_tokens       generate all `tokens` and `reasoning` whatever max_tokens says
   linger_after_done       stream: seconds to keep the connection open after [DONE] (a slow proxy)
+
+The account endpoints (`GET /models`, `GET /user/balance`, what the pool probe asks) answer from
+`FakeDeepSeek.set_account(...)`: status (an error status for both), available, total (the
+balance, a decimal string as DeepSeek sends it), currency, freeze (seconds before answering).
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ class FakeState:
     scripts: deque[dict[str, Any]] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
     api_key: str | None = None  # when set, other bearer tokens get 401
+    account: dict[str, Any] = field(default_factory=dict)  # see set_account
+    account_requests: list[str] = field(default_factory=list)  # paths of GET /models and /user/balance
 
 
 def prompt_tokens_of(body: dict[str, Any]) -> int:
@@ -85,6 +93,11 @@ class FakeDeepSeek:
         with self.state.lock:
             self.state.scripts.append(options)
 
+    def set_account(self, **options: Any) -> None:
+        """How the account endpoints answer from now on (module docstring); no options: healthy."""
+        with self.state.lock:
+            self.state.account = dict(options)
+
     @property
     def requests(self) -> list[Seen]:
         return self.state.requests
@@ -93,38 +106,14 @@ class FakeDeepSeek:
         with self.state.lock:
             self.state.requests.clear()
             self.state.scripts.clear()
+            self.state.account = {}
+            self.state.account_requests.clear()
 
     # -- WSGI ------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
-        if path.endswith("/user/balance"):
-            return self._json(
-                start_response,
-                200,
-                {
-                    "is_available": True,
-                    "balance_infos": [
-                        {
-                            "currency": "USD",
-                            "total_balance": "12.34",
-                            "granted_balance": "0.00",
-                            "topped_up_balance": "12.34",
-                        }
-                    ],
-                },
-            )
-        if path.endswith("/models"):
-            return self._json(
-                start_response,
-                200,
-                {
-                    "object": "list",
-                    "data": [
-                        {"id": "deepseek-v4-flash", "object": "model", "owned_by": "deepseek"},
-                        {"id": "deepseek-v4-pro", "object": "model", "owned_by": "deepseek"},
-                    ],
-                },
-            )
+        if path.endswith(("/user/balance", "/models")):
+            return self._account(path, environ, start_response)
         if not path.endswith("/chat/completions"):
             return self._json(start_response, 404, {"error": {"message": "Not Found", "type": "invalid_request_error"}})
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -156,6 +145,30 @@ class FakeDeepSeek:
             )
             return self._stream(seen, body, options)
         return self._complete(start_response, seen, body, options)
+
+    def _account(self, path: str, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with self.state.lock:
+            self.state.account_requests.append(path)
+            options = dict(self.state.account)
+        if options.get("freeze"):
+            gevent.sleep(float(options["freeze"]))
+        if self.state.api_key and environ.get("HTTP_AUTHORIZATION") != f"Bearer {self.state.api_key}":
+            options["status"] = 401
+        if options.get("status"):
+            status = int(options["status"])
+            message = "Insufficient Balance" if status == 402 else "Authentication Fails, Your api key is invalid"
+            return self._error(start_response, status, message, type_="authentication_error")
+        if path.endswith("/models"):
+            models = [
+                {"id": m, "object": "model", "owned_by": "deepseek"} for m in ("deepseek-v4-flash", "deepseek-v4-pro")
+            ]
+            return self._json(start_response, 200, {"object": "list", "data": models})
+        total = str(options.get("total", "12.34"))
+        info = {"currency": options.get("currency", "USD"), "total_balance": total, "granted_balance": "0.00"}
+        info["topped_up_balance"] = total
+        return self._json(
+            start_response, 200, {"is_available": options.get("available", True), "balance_infos": [info]}
+        )
 
     @staticmethod
     def _json(start_response: Any, status: int, payload: Any) -> list[bytes]:
@@ -193,13 +206,14 @@ class FakeDeepSeek:
 
     def _usage(self, body: dict[str, Any], completion: int, reasoning: int, options: dict[str, Any]) -> dict[str, Any]:
         prompt = int(options.get("prompt_tokens") or prompt_tokens_of(body))
+        hit = min(int(options.get("cache_hit_tokens") or 0), prompt)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion + reasoning,
             "total_tokens": prompt + completion + reasoning,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "prompt_cache_hit_tokens": 0,
-            "prompt_cache_miss_tokens": prompt,
+            "prompt_tokens_details": {"cached_tokens": hit},
+            "prompt_cache_hit_tokens": hit,
+            "prompt_cache_miss_tokens": prompt - hit,
             "completion_tokens_details": {"reasoning_tokens": reasoning},
         }
 

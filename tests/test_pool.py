@@ -17,13 +17,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.billing import reconcile
 from app.extensions import db
-from app.models import Upstream, UsageRecord
+from app.models import AdminUser, Upstream, UsageRecord
 from app.relay.usage import estimate_prompt_tokens
-from app.routing import catalog, health
+from app.routing import catalog, health, probe
 from app.routing.pool import BreakerPolicy
 from tests.api.helpers import chat_body, content_of, json_events, post_stream, read_sse
 from tests.conftest import free_port, time_limit, wait_until
 from tests.fake_deepseek import FakeDeepSeek, FakeServer
+from tests.orders.racing import wait_for_workers
+from tests.shop import mail, smtp_server  # noqa: F401 - the real SMTP sink
+from tests.smtp_sink import SmtpSink, text_of
 
 TEST_SECONDS = 60
 
@@ -56,7 +59,8 @@ class Scripted(FakeDeepSeek):
         self.defaults = defaults
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        self.script(**self.defaults)
+        if environ["PATH_INFO"].endswith("/chat/completions"):  # not the probe's GET /models
+            self.script(**self.defaults)
         return super().__call__(environ, start_response)
 
 
@@ -133,8 +137,10 @@ class Counting:
 
 @pytest.fixture
 def servers() -> Iterator[dict[str, FakeServer]]:
+    broke = Scripted(status=402, error="Insufficient Balance")
+    broke.set_account(total="0.00", available=False)  # what DeepSeek's balance says of an empty account
     started = {
-        "broke": FakeServer(Scripted(status=402, error="Insufficient Balance")).start(),
+        "broke": FakeServer(broke).start(),
         "slow": FakeServer(SlowHeaders(6.0)).start(),  # type: ignore[arg-type]
         "err200": FakeServer(ErrorIn200()).start(),  # type: ignore[arg-type]
         "healthy": FakeServer(Counting(Scripted(tokens=5))).start(),  # type: ignore[arg-type]
@@ -186,11 +192,27 @@ def _records() -> list[UsageRecord]:
     return db.session.execute(db.select(UsageRecord).order_by(UsageRecord.id)).scalars().all()
 
 
+def _admins() -> None:
+    for i, active in enumerate((True, True, False)):  # the third has left: no email
+        admin = AdminUser(email=f"ops{i}@example.com", active=active)
+        admin.set_password("correct horse battery")
+        db.session.add(admin)
+    db.session.commit()
+
+
 def test_failing_accounts_are_skipped_disabled_and_broken_off_and_each_request_billed_once(
-    app, redis, make_key, servers, gunicorn_factory
+    app,
+    redis,
+    make_key,
+    servers,
+    gunicorn_factory,
+    celery_worker_factory,
+    mail: SmtpSink,  # noqa: F811
 ):
     _pool(servers)
+    _admins()
     server = gunicorn_factory(workers=2, METRICS_TOKEN="scrape", **ENV)
+    celery_worker_factory(**mail.env(), MAIL_FROM="RelayGate <ops@relay.test>")
     _, key = make_key(1_000_000)
     started = time.monotonic()
 
@@ -267,6 +289,29 @@ def test_failing_accounts_are_skipped_disabled_and_broken_off_and_each_request_b
     secrets = [f"sk-{name}-0000" for name in servers] + [s.base_url for s in servers.values()] + ["err200", "stall"]
     assert not any(secret in page for secret in secrets)
 
+    # Every admin still with us was emailed about the 402, once: one disable, however many workers saw it.
+    mail.wait_for(2)
+    wait_for_workers(redis)
+    assert sorted(m["To"] for m in mail.messages) == ["ops0@example.com", "ops1@example.com"]
+    alert = text_of(mail.messages[0])
+    assert "took the upstream account broke out of service" in alert and "Insufficient Balance" in alert
+    assert "sk-broke-0000" not in alert
+
+    # The probe: still empty, so it stays out; topped up, it is back, and takes the traffic it is preferred for.
+    assert probe.probe_upstreams()["broke"] == probe.EMPTY
+    servers["broke"].fake.set_account(total="50.00")
+    servers["broke"].fake.defaults = {"tokens": 5}
+    verdicts = probe.probe_upstreams()
+    assert (verdicts["broke"], verdicts["slow"], verdicts["refused"]) == (probe.OK, "unreachable", "unreachable")
+    assert not redis.exists(health.state_key(P, broke_id))
+    db.session.expire_all()
+    row = db.session.get(Upstream, broke_id)
+    assert (row.status, row.balance_text) == ("ok", "50.00 USD")
+    healed = [_post(server, key, chat_body(stream=i % 2 == 0)) for i in range(4)]
+    assert {_answer(r) for r in healed} == {"Hello there, traveller."}
+    assert len(servers["broke"].fake.requests) == 1 + 4 and len(healthy.inner.requests) == 18
+    assert len(mail.messages) == 2  # coming back sends nothing
+
 
 def test_an_account_never_has_more_requests_in_flight_than_its_limit(app, redis, make_key, gunicorn_factory):
     fake = Counting(Scripted(tokens=5, delay=0.2))  # a non-stream answer sends its headers after 1 s
@@ -301,7 +346,12 @@ def test_an_account_never_has_more_requests_in_flight_than_its_limit(app, redis,
 
 @pytest.fixture
 def app_extra() -> dict[str, Any]:
-    return {"RELAY_HEADER_TIMEOUT": 0.5, "RELAY_FIRST_EVENT_TIMEOUT": 1.5, "RELAY_KEEPALIVE_INTERVAL": 0.2}
+    return {
+        "RELAY_HEADER_TIMEOUT": 0.5,
+        "RELAY_FIRST_EVENT_TIMEOUT": 1.5,
+        "RELAY_KEEPALIVE_INTERVAL": 0.2,
+        "POOL_PROBE_TIMEOUT": 1.0,  # the slow account (6 s) holds the probe up no longer
+    }
 
 
 def test_an_upstream_that_only_sends_keepalives_is_alive_not_failed_over(app, client, fake, api_key):

@@ -13,6 +13,8 @@ celery_app.conf.beat_schedule = {
     # catches any wake that was lost. Reconcile corrects live balances from SQL.
     "usage-drain": {"task": "usage.drain", "schedule": flask_app.config["USAGE_DRAIN_SECONDS"]},
     "usage-reconcile": {"task": "usage.reconcile", "schedule": flask_app.config["USAGE_RECONCILE_SECONDS"]},
+    # Upstream accounts the pool took out come back, and balances are read, only when someone asks.
+    "pool-probe": {"task": "pool.probe", "schedule": flask_app.config["POOL_PROBE_SECONDS"]},
 }
 
 import workers.tasks  # noqa: E402,F401 - registers every task with celery_app

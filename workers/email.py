@@ -36,3 +36,8 @@ def send_replacement_key(key_id: int, key_ciphertext: str, locale: str, site: st
 @shared_task(name="email.send_gift_key", **_RETRY)
 def send_gift_key(key_id: int, key_ciphertext: str, locale: str, site: str | None = None) -> None:
     delivery.send_gift_key(key_id, key_ciphertext, locale, site)
+
+
+@shared_task(name="email.send_upstream_alert", **_RETRY)
+def send_upstream_alert(upstream_id: int, kind: str, event: str) -> None:
+    delivery.send_upstream_alert(upstream_id, kind, event)

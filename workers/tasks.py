@@ -1,3 +1,3 @@
 """Importing this module registers every task."""
 
-from workers import email, paypal, usage  # noqa: F401
+from workers import email, paypal, pool, usage  # noqa: F401

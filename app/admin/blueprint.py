@@ -9,7 +9,7 @@ from flask_babel import get_locale
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
-from app.admin import formatting
+from app.admin import formatting, queries
 from app.security import harden
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -65,6 +65,8 @@ def _template_helpers() -> dict[str, Any]:
         "section": section_of(request.endpoint),
         "url_with": url_with,
         "locale": str(get_locale()),
+        # Every page, so the operator sees an account out of service wherever they are looking.
+        "upstream_alerts": queries.upstream_alerts() if current_user.is_authenticated else [],
     }
 
 

@@ -258,6 +258,13 @@ def upstream_health(now: datetime, window: timedelta = timedelta(hours=1)) -> li
     return result
 
 
+def upstream_alerts() -> list[Upstream]:
+    """Switched-on upstream accounts the gateway took out, or below their low-balance threshold."""
+    low = and_(Upstream.balance_cents.is_not(None), Upstream.balance_cents < Upstream.low_balance_cents)
+    stmt = db.select(Upstream).where(Upstream.enabled, or_(Upstream.status == "disabled", low)).order_by(Upstream.id)
+    return list(db.session.execute(stmt).scalars())
+
+
 def model_breakdown(since: datetime, key_id: int | None = None) -> list[tuple[str, int, int]]:
     """(public model, requests, billed tokens) since a moment, busiest first; one key's or everyone's."""
     stmt = (

@@ -5,6 +5,7 @@ from app.models.api_key import ApiKey
 from app.models.base import utcnow
 from app.models.gift_code import GiftCode
 from app.models.order import Order, Plan, WebhookEvent
+from app.models.setting import Setting
 from app.models.upstream import ModelRoute, RouteTarget, Upstream
 from app.models.usage import UsageRecord
 
@@ -17,6 +18,7 @@ __all__ = [
     "Order",
     "Plan",
     "RouteTarget",
+    "Setting",
     "Upstream",
     "UsageRecord",
     "WebhookEvent",

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -25,11 +26,43 @@ class Upstream(db.Model):
     # "ok", or "disabled" when the account answered 401/402 (routing.health took it out); for the admin.
     status: Mapped[str] = mapped_column(String(16), default="ok")
     status_reason: Mapped[str] = mapped_column(String(300), default="")
+    # The balance the pool probe last read (routing.probe), in the account's minor unit (cents, fen):
+    # exact integers, never floats. None until a probe has read one (or the account has no balance endpoint).
+    balance_cents: Mapped[int | None] = mapped_column(BigInteger)
+    balance_currency: Mapped[str] = mapped_column(String(8), default="")
+    balance_checked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The admins are warned once when the balance falls below this (same unit); None = never.
+    low_balance_cents: Mapped[int | None] = mapped_column(BigInteger)
+    low_balance_warned_at: Mapped[datetime | None] = mapped_column(DateTime)  # cleared when it rises again
+    probed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    probe_error: Mapped[str] = mapped_column(String(300), default="")  # "" when the last probe got an answer
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     routes: Mapped[list[ModelRoute]] = relationship(back_populates="upstream")
     targets: Mapped[list[RouteTarget]] = relationship(back_populates="upstream")
+
+    @property
+    def balance_text(self) -> str:
+        """The last balance read, as "12.34 USD"; "" before a probe has read one."""
+        return self._amount(self.balance_cents)
+
+    @property
+    def low_balance_text(self) -> str:
+        """The warning threshold, as "5.00 USD"; "" when none is set."""
+        return self._amount(self.low_balance_cents)
+
+    def _amount(self, cents: int | None) -> str:
+        return "" if cents is None else f"{cents_text(cents)} {self.balance_currency}".strip()
+
+    @property
+    def is_low_on_balance(self) -> bool:
+        return None not in (self.balance_cents, self.low_balance_cents) and self.balance_cents < self.low_balance_cents
+
+
+def cents_text(cents: int) -> str:
+    """Minor units as a decimal amount, exactly (1234 -> "12.34")."""
+    return f"{Decimal(cents).scaleb(-2):.2f}"
 
 
 class ModelRoute(db.Model):

@@ -24,7 +24,7 @@ from app import mailer, secretbox
 from app.billing.key_format import display_prefix
 from app.billing.statements import remaining_tokens
 from app.extensions import db, get_redis
-from app.models import ApiKey, Order, utcnow
+from app.models import AdminUser, ApiKey, Order, Upstream, utcnow
 from app.orders import fulfilment, lostkey
 from app.orders.plans import display_name
 from app.orders.status import OrderStatus
@@ -81,6 +81,8 @@ SUBJECTS = {
     "lost_key_link": _l("Replace your %(app_name)s API key"),
     "replacement_key": _l("Your new %(app_name)s API key"),
     "gift_key": _l("Your %(app_name)s API key from a gift code"),
+    "upstream_disabled": _l("%(app_name)s: upstream %(name)s was taken out of service"),
+    "upstream_low_balance": _l("%(app_name)s: upstream %(name)s is running low"),
 }
 
 
@@ -180,3 +182,41 @@ def _send_key(template: str, key_id: int, ciphertext: str, locale: str, site: st
         mailer.send(message, settings)
         redis.set(marker, "1", ex=_SENT_MARKER_SECONDS)
     return True
+
+
+# -- the operator's alerts ----------------------------------------------------------------------
+
+
+def send_upstream_alert(upstream_id: int, kind: str, event: str) -> int:
+    """Tell every active admin that an upstream account was taken out ("disabled") or runs low
+    ("low_balance"), in the site's default language. One email per admin per `event`: a marker per
+    admin stops a retried task from repeating those that went out. Nothing is sent when it is over
+    by the time the task runs (the account is back, or was topped up). Returns how many were sent."""
+    upstream = db.session.get(Upstream, upstream_id)
+    settings = _settings()
+    if upstream is None or settings is None or not _is_alert_due(upstream, kind):
+        return 0
+    admins = db.session.execute(db.select(AdminUser).where(AdminUser.active).order_by(AdminUser.id)).scalars().all()
+    redis, sent = get_redis(), 0
+    with _sending(f"upstream:{event}") as may_send:
+        for admin in admins if may_send else ():
+            marker = _redis_key(f"sent:upstream:{event}:{admin.id}")
+            if redis.exists(marker):
+                continue
+            message_id = f"<{event}-{admin.id}@{_domain()}>"
+            mailer.send(_upstream_message(upstream, kind, admin.email, message_id), settings)
+            redis.set(marker, "1", ex=_SENT_MARKER_SECONDS)
+            sent += 1
+    log.info("upstream %s: %s alert sent to %s admin(s)", upstream.name, kind, sent)
+    return sent
+
+
+def _is_alert_due(upstream: Upstream, kind: str) -> bool:
+    if kind == "disabled":
+        return upstream.status == "disabled"
+    return kind == "low_balance" and upstream.low_balance_warned_at is not None
+
+
+def _upstream_message(upstream: Upstream, kind: str, to: str, message_id: str) -> EmailMessage:
+    locale = current_app.config.get("BABEL_DEFAULT_LOCALE") or "en"
+    return _message(f"upstream_{kind}", locale, to, message_id, None, upstream=upstream, name=upstream.name)

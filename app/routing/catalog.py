@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from typing import Any
 
 from flask import current_app
 
-from app import secretbox
+from app import jobs, secretbox
 from app.extensions import db, get_redis
 from app.models import ModelRoute, RouteTarget, Upstream
 from app.routing import health
 from app.routing.pool import Candidate
 from app.routing.routes import TargetInfo, bump_generation
+
+log = logging.getLogger(__name__)
 
 DEFAULT_UPSTREAM = "deepseek"
 DEFAULT_ROUTES = (
@@ -237,11 +241,23 @@ def _back_in_service(upstream: Upstream) -> None:
 
 
 def mark_disabled(upstream_id: int, reason: str) -> None:
-    """Record on the upstream's row that the gateway took it out (the live switch is in Redis)."""
+    """Record on the upstream's row that the gateway took it out (the live switch is in Redis), and
+    have every admin emailed. Call it once per disable: as the caller health.disable answered True."""
     upstream = db.session.get(Upstream, upstream_id)
     if upstream is not None:
         upstream.status, upstream.status_reason = health.DISABLED, reason[:300]
         db.session.commit()
+    alert_admins(upstream_id, "disabled")
+
+
+def alert_admins(upstream_id: int, kind: str) -> None:
+    """Queue the email telling every admin about an upstream ("disabled" or "low_balance"). The
+    payload carries ids only; the event id lets a retried task skip admins already told. Never
+    raises: this runs on a buyer's request, and the switch and the dashboard banner matter more."""
+    try:
+        jobs.enqueue_upstream_alert(upstream_id, kind, f"{kind}-{uuid.uuid4().hex[:16]}")
+    except Exception:  # a broker outage (kombu raises its own family) must not fail the request
+        log.exception("could not queue the admins' email about upstream %s", upstream_id)
 
 
 def upstream_api_key(upstream: Upstream) -> str | None:

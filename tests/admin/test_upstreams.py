@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from app import secretbox
 from app.extensions import db
 from app.models import AuditLog, ModelRoute, Upstream
+from app.routing import catalog
 from tests.admin.loopback import serve
 from tests.conftest import UPSTREAM_SECRET, free_port
 
@@ -162,3 +165,26 @@ def test_bad_route_input_saves_nothing(admin):
     )
     assert duplicate.status_code == 400 and "routed already" in duplicate.text
     assert db.session.execute(db.select(db.func.count(ModelRoute.id))).scalar_one() == 2
+
+
+def test_every_admin_page_shows_a_banner_while_an_upstream_is_out_or_low(admin, redis):
+    assert "upstream-alert" not in admin.get("/admin/keys").text
+    upstream = db.session.execute(db.select(Upstream).filter_by(name="deepseek")).scalar_one()
+    catalog.mark_disabled(upstream.id, "Insufficient Balance")
+    for page in ("/admin/", "/admin/keys", "/admin/orders", "/admin/usage"):
+        (banner,) = re.findall(r'class="flash flash-error upstream-alert".*?\n    </div>', admin.get(page).text, re.S)
+        assert "Upstream deepseek is out of service: Insufficient Balance." in banner, page
+        assert '<a href="/admin/upstreams">' in banner, page
+
+    catalog.set_upstream("deepseek", enabled=True)  # put back by hand
+    db.session.expire_all()
+    upstream = db.session.get(Upstream, upstream.id)
+    upstream.balance_cents, upstream.balance_currency, upstream.low_balance_cents = 499, "USD", 500
+    db.session.commit()
+    assert "Upstream deepseek is low on balance: 4.99 USD left, threshold 5.00 USD." in admin.get("/admin/keys").text
+    upstream.balance_cents = 500
+    db.session.commit()
+    assert "upstream-alert" not in admin.get("/admin/keys").text
+    catalog.mark_disabled(upstream.id, "Authentication Fails")
+    catalog.set_upstream("deepseek", enabled=False)  # switched off on purpose: nothing to warn about
+    assert "upstream-alert" not in admin.get("/admin/keys").text
