@@ -6,7 +6,9 @@ Wrong input exits non-zero with a one-line reason (click.UsageError / ClickExcep
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import click
@@ -301,19 +303,52 @@ def upstreams_list() -> None:
 @click.option("--api-key", help="Stored encrypted; never shown again.")
 @click.option("--enable/--disable", default=None, help="--enable also puts an account the gateway disabled back.")
 @click.option("--max-concurrency", type=int, help="Requests in flight at once on this account (0 = unlimited).")
+@click.option(
+    "--low-balance",
+    metavar="AMOUNT",
+    help="Email the admins once when the probed balance falls below AMOUNT (the account's currency, e.g. 5.00); "
+    "'off' = never.",
+)
 def upstreams_set(
-    name: str, base_url: str | None, api_key: str | None, enable: bool | None, max_concurrency: int | None
+    name: str,
+    base_url: str | None,
+    api_key: str | None,
+    enable: bool | None,
+    max_concurrency: int | None,
+    low_balance: str | None,
 ) -> None:
     from app.routing import catalog
 
+    threshold = _amount_cents(low_balance) if low_balance is not None else None
     try:
         upstream = catalog.set_upstream(
             name, base_url=base_url, api_key=api_key, enabled=enable, max_concurrency=max_concurrency
         )
+        if low_balance is not None:
+            catalog.set_low_balance(name, threshold)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     limit = f", at most {upstream.max_concurrency} at once" if upstream.max_concurrency else ""
-    click.echo(f"upstream {upstream.name}: {upstream.base_url}{limit}")
+    warn = f", warns below {upstream.low_balance_text}" if upstream.low_balance_cents is not None else ""
+    click.echo(f"upstream {upstream.name}: {upstream.base_url}{limit}{warn}")
+
+
+def _amount_cents(text: str) -> int | None:
+    """An amount in cents, "5.00" -> 500 (Decimal, never float); "off" -> None."""
+    if text.strip().lower() == "off":
+        return None
+    if not re.fullmatch(r"\d{1,9}(\.\d{1,2})?", text.strip()):
+        raise click.UsageError("--low-balance is an amount like 5 or 12.50 (at most two decimals), or 'off'")
+    return int(Decimal(text.strip()) * 100)
+
+
+@upstreams_cli.command("probe")
+def upstreams_probe() -> None:
+    """Probe every enabled upstream now, as the beat does: put back those that answer, read balances."""
+    from app.routing import probe
+
+    for name, verdict in probe.probe_upstreams().items():
+        click.echo(f"{name:<12} {verdict}")
 
 
 def register_cli(app: Flask) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from app.billing.key_format import looks_like_key
+from app.extensions import db
 from app.models import ApiKey, ModelRoute
 from tests.conftest import ROOT, subprocess_env
 
@@ -191,3 +192,25 @@ def test_an_account_the_gateway_disabled_shows_so_and_comes_back_when_enabled(ru
     shown = json.loads(run(runner, "models", "show", "deepseek-v4-pro", "--json").output)
     assert shown["targets"][0]["state"] == "healthy"
     assert "disabled" not in run(runner, "upstreams", "list").output
+
+
+def test_upstreams_low_balance_threshold_and_probe_now(runner, app, redis, fake):
+    from app.models import Upstream
+    from app.routing import catalog, health
+
+    assert "warns below 20.00" in run(runner, "upstreams", "set", "deepseek", "--low-balance", "20").output
+    upstream = Upstream.query.filter_by(name="deepseek").one()
+    health.disable(redis, "rg", upstream.id, "Insufficient Balance")
+    catalog.mark_disabled(upstream.id, "Insufficient Balance")
+    assert run(runner, "upstreams", "probe").output.split() == ["deepseek", "ok"]
+    db.session.expire_all()
+    upstream = db.session.get(Upstream, upstream.id)
+    assert (upstream.status, upstream.balance_cents, upstream.low_balance_cents) == ("ok", 1234, 2000)
+    assert upstream.low_balance_warned_at is not None  # 12.34 is below 20.00
+    assert not redis.exists(health.state_key("rg", upstream.id))
+    for bad in ("-3", "1.234", "lots"):
+        result = run(runner, "upstreams", "set", "deepseek", "--low-balance", bad)
+        assert result.exit_code == 2 and "--low-balance is an amount like 5 or 12.50" in result.output, bad
+    assert run(runner, "upstreams", "set", "deepseek", "--low-balance", "off").exit_code == 0
+    db.session.expire_all()
+    assert db.session.get(Upstream, upstream.id).low_balance_cents is None

@@ -132,6 +132,20 @@ class UpstreamForm(FlaskForm):
     )
     api_key = PasswordField(_l("API key"), [Optional(), Length(max=500)])
     enabled = BooleanField(_l("Enabled"), default=True)
+    max_concurrency = _whole(_l("Max concurrency"), 0, 100_000)
+    low_balance = StringField(
+        _l("Low-balance warning below"),
+        [
+            Optional(),
+            Regexp(r"^\d{1,9}(\.\d{1,2})?$", message=_l("Enter an amount like 5 or 12.50 (at most two decimals).")),
+        ],
+        filters=[lambda v: (v or "").strip()],
+    )
+
+    @property
+    def low_balance_cents(self) -> int | None:
+        """Decimal, never float: "0.29" is 29 cents."""
+        return int(Decimal(self.low_balance.data) * 100) if self.low_balance.data else None
 
     def validate_base_url(self, field: StringField) -> None:
         if field.data != "demo:" and not re.match(r"^https?://[^\s/]+", field.data or ""):
@@ -201,3 +215,23 @@ class GiftCodeForm(FlaskForm):
     note = StringField(_l("Note"), [Optional(), Length(max=200)], filters=[lambda v: (v or "").strip()])
 
     validate_expires = KeyCreateForm.validate_expires
+
+
+class TargetForm(FlaskForm):
+    """One target of a model's pool; the upstream is chosen only when the target is added."""
+
+    upstream = SelectField(_l("Upstream"), choices=[])
+    upstream_model = StringField(
+        _l("Upstream model"), [Optional(), Length(max=120)], filters=[lambda v: (v or "").strip()]
+    )
+    priority = _whole(_l("Priority"), -1000, 1000, required=True)
+    weight = _whole(_l("Weight"), 1, 1000, required=True)
+
+
+class StatusNoticeForm(FlaskForm):
+    notice_en = TextAreaField(
+        _l("Notice (English)"), [Optional(), Length(max=500)], filters=[lambda v: (v or "").strip()]
+    )
+    notice_zh = TextAreaField(
+        _l("Notice (Chinese)"), [Optional(), Length(max=500)], filters=[lambda v: (v or "").strip()]
+    )

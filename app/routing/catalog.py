@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from flask import current_app
@@ -299,18 +300,53 @@ def sorted_targets(route: ModelRoute) -> list[RouteTarget]:
 
 
 def _report_target(target: RouteTarget) -> TargetInfo:
-    upstream = target.upstream
+    return replace(
+        _account_info(target.upstream),
+        upstream_model=target.upstream_model,
+        extra_body=dict(target.extra_body or {}),
+        priority=target.priority,
+        weight=target.weight,
+    )
+
+
+def _account_info(upstream: Upstream) -> TargetInfo:
+    """An upstream account as the pool's live state reads it (no key: reports never need one)."""
     return TargetInfo(
         upstream_id=upstream.id,
         upstream_name=upstream.name,
         base_url=upstream.base_url,
         api_key=None,
-        upstream_model=target.upstream_model,
-        extra_body=dict(target.extra_body or {}),
-        priority=target.priority,
-        weight=target.weight,
+        upstream_model="",
+        extra_body={},
+        priority=0,
+        weight=1,
         max_concurrency=upstream.max_concurrency,
     )
+
+
+def live_states(upstreams: list[Upstream]) -> dict[int, dict[str, Any]]:
+    """Each account's live state in one round trip: {id: {"state", "in_flight"}}; in_flight is
+    None for an account without a limit (nothing is counted for those)."""
+    if not upstreams:
+        return {}
+    prefix = current_app.config["BILLING_REDIS_PREFIX"]
+    live = health.candidates(get_redis(), prefix, [_account_info(u) for u in upstreams], time.time())
+    return {
+        c.target.upstream_id: {"state": health.describe(c), "in_flight": c.in_flight if c.limit is not None else None}
+        for c in live
+    }
+
+
+def set_low_balance(name: str, cents: int | None) -> Upstream:
+    """The balance (minor units of the account's currency) below which the probe warns the admins;
+    None: never. A new threshold starts a new crossing: a balance already below it warns again."""
+    if cents is not None and cents < 0:
+        raise ValueError("the low-balance threshold cannot be negative")
+    upstream = _upstream_by_name(name)
+    if upstream.low_balance_cents != cents:
+        upstream.low_balance_cents, upstream.low_balance_warned_at = cents, None
+        db.session.commit()
+    return upstream
 
 
 def _target_fields(target: RouteTarget, live: Candidate[TargetInfo]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sqlalchemy import func
 from app.extensions import db
 from app.models import ModelRoute, UsageRecord
 from app.models.base import utcnow
+from app.models.setting import STATUS_NOTICE_EN, STATUS_NOTICE_ZH, read_settings
 
 NOW_WINDOW = timedelta(minutes=15)
 WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(hours=24)}
@@ -101,6 +102,14 @@ def load() -> list[ModelStatus]:
     with _cache_lock:
         _cache[:] = [time.monotonic(), statuses]
     return statuses
+
+
+def notice(locale: str) -> str:
+    """The operator's notice in the visitor's language, else in the other one; "" when none is set.
+    Read on every view (not cached with the numbers): a notice should show as soon as it is saved."""
+    texts = read_settings(STATUS_NOTICE_EN, STATUS_NOTICE_ZH)
+    first, second = (STATUS_NOTICE_ZH, STATUS_NOTICE_EN) if locale == "zh" else (STATUS_NOTICE_EN, STATUS_NOTICE_ZH)
+    return texts[first] or texts[second]
 
 
 def forget() -> None:

@@ -99,7 +99,9 @@ def guide() -> str:
 
 @bp.get("/status")
 def status_page() -> str:
-    return render_template("store/status.html", models=status.load(), windows=status.WINDOWS)
+    return render_template(
+        "store/status.html", models=status.load(), windows=status.WINDOWS, operator_notice=status.notice(locale())
+    )
 
 
 @bp.get("/buy/<int:plan_id>")

@@ -6,7 +6,7 @@ import urllib3
 
 from app.relay.account import AccountBalance, check_account
 from tests.admin.loopback import serve
-from tests.conftest import free_port
+from tests.conftest import UPSTREAM_SECRET, free_port
 
 MODELS = (200, {"object": "list", "data": [{"id": "m-b"}, {"id": "m-a"}]})
 BALANCE = (
@@ -25,7 +25,7 @@ def _pool() -> urllib3.PoolManager:
 
 
 def test_check_reads_models_and_the_deepseek_balance(fake_server):
-    result = check_account(_pool(), fake_server.base_url, "sk-anything")
+    result = check_account(_pool(), fake_server.base_url, UPSTREAM_SECRET)  # the fake refuses other keys
     assert result.ok and not result.error
     assert {"deepseek-v4-flash", "deepseek-v4-pro"} <= set(result.models)
     assert result.available is True

@@ -188,3 +188,47 @@ def test_every_admin_page_shows_a_banner_while_an_upstream_is_out_or_low(admin, 
     catalog.mark_disabled(upstream.id, "Authentication Fails")
     catalog.set_upstream("deepseek", enabled=False)  # switched off on purpose: nothing to warn about
     assert "upstream-alert" not in admin.get("/admin/keys").text
+
+
+def test_upstream_form_sets_the_pool_limits_and_the_low_balance_threshold(admin):
+    upstream = db.session.execute(db.select(Upstream).filter_by(name="deepseek")).scalar_one()
+    form = {"base_url": upstream.base_url, "enabled": "y", "max_concurrency": "7", "low_balance": "5.50"}
+    assert admin.post(f"/admin/upstreams/{upstream.id}/edit", form).status_code == 302
+    db.session.expire_all()
+    upstream = db.session.get(Upstream, upstream.id)
+    assert (upstream.max_concurrency, upstream.low_balance_cents) == (7, 550)
+    edit = admin.get(f"/admin/upstreams/{upstream.id}/edit").text
+    assert 'value="7"' in edit and 'value="5.50"' in edit
+
+    upstream.balance_cents, upstream.balance_currency, upstream.balance_checked_at = 1234, "USD", upstream.created_at
+    db.session.commit()
+    card = admin.get("/admin/upstreams").text
+    assert "12.34 USD" in card and "warns below 5.50 USD" in card and "0 of at most 7" in card
+
+    cleared = {"base_url": upstream.base_url, "enabled": "y", "max_concurrency": "", "low_balance": ""}
+    assert admin.post(f"/admin/upstreams/{upstream.id}/edit", cleared).status_code == 302
+    db.session.expire_all()
+    upstream = db.session.get(Upstream, upstream.id)
+    assert (upstream.max_concurrency, upstream.low_balance_cents) == (None, None)  # no limit, no warning
+    assert "no limit (not counted)" in admin.get("/admin/upstreams").text
+
+
+def test_bad_pool_limits_are_refused_readably_and_keep_what_was_typed(admin):
+    upstream = db.session.execute(db.select(Upstream).filter_by(name="deepseek")).scalar_one()
+    base_url = upstream.base_url
+    for concurrency, balance, messages in (
+        ("-1", "-5", ["Enter a whole number from 0 to 100,000.", "Enter an amount like 5 or 12.50"]),
+        ("many", "1.234", ["Not a valid integer value.", "at most two decimals"]),
+        ("3", "five", ["Enter an amount like 5 or 12.50"]),
+    ):
+        form = {"base_url": "https://kept.example", "enabled": "y", "max_concurrency": concurrency}
+        form["low_balance"] = balance
+        response = admin.post(f"/admin/upstreams/{upstream.id}/edit", form)
+        assert response.status_code == 400
+        for message in messages:
+            assert message in response.text, message
+        for typed in ("https://kept.example", concurrency, balance):
+            assert f'value="{typed}"' in response.text, typed
+    db.session.expire_all()
+    upstream = db.session.get(Upstream, upstream.id)
+    assert (upstream.max_concurrency, upstream.low_balance_cents, upstream.base_url) == (None, None, base_url)

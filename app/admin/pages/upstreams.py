@@ -17,6 +17,7 @@ from app.admin.blueprint import bp
 from app.admin.forms import RouteForm, UpstreamForm
 from app.extensions import db
 from app.models import ModelRoute, Upstream, utcnow
+from app.models.upstream import cents_text
 from app.routing import catalog
 
 
@@ -29,6 +30,8 @@ def upstreams() -> str:
         health=health,
         checks={h.upstream.id: services.last_check(h.upstream.id) for h in health},
         routes=routes,
+        live=catalog.live_states([h.upstream for h in health]),
+        pools={r.id: catalog.pool_report(r.public_id)["targets"] for r in routes},
     )
 
 
@@ -37,6 +40,8 @@ def _upstream_form(upstream: Upstream | None) -> UpstreamForm:
     if upstream is not None:
         del form.name  # the name is the upstream's identity (routes refer to it); it is not edited here
         form.api_key.data = ""
+        if request.method == "GET" and upstream.low_balance_cents is not None:
+            form.low_balance.data = cents_text(upstream.low_balance_cents)
     return form
 
 
@@ -50,8 +55,13 @@ def _save_upstream(upstream: Upstream | None) -> Any:
         form.name.errors.append(_("An upstream with this name exists already."))
         return render_template("admin/upstream_form.html", form=form, upstream=None), 400
     saved = catalog.set_upstream(
-        name, base_url=form.base_url.data, api_key=form.api_key.data or None, enabled=bool(form.enabled.data)
+        name,
+        base_url=form.base_url.data,
+        api_key=form.api_key.data or None,
+        enabled=bool(form.enabled.data),
+        max_concurrency=form.max_concurrency.data or 0,  # empty: no limit
     )
+    catalog.set_low_balance(name, form.low_balance_cents)
     services.forget_check(saved.id)
     audit.record(
         "upstream.create" if upstream is None else "upstream.edit",
@@ -60,6 +70,8 @@ def _save_upstream(upstream: Upstream | None) -> Any:
         base_url=saved.base_url,
         enabled=saved.enabled,
         key_changed=bool(form.api_key.data),
+        max_concurrency=saved.max_concurrency,
+        low_balance_cents=saved.low_balance_cents,
     )
     flash(_("Upstream %(name)s saved.", name=saved.name), "success")
     return redirect(url_for("admin.upstreams"))
