@@ -77,3 +77,31 @@ def test_admin_creates_and_tops_up_a_key_then_sees_its_request_in_the_usage_log(
     expect(row).to_contain_text("done")
     expect(row).to_contain_text(f"{billed:,}")
     page.screenshot(path="/tmp/admin-e2e-usage.png", full_page=True)
+
+
+def test_upstreams_page_shows_the_pool_and_an_account_taken_out(page, live_server, admin_user, redis):
+    from app.extensions import db
+    from app.models import Upstream
+    from app.routing import catalog, health
+
+    catalog.set_upstream("deepseek-b", base_url="https://api.deepseek.com", api_key="sk-b-secret-0001")
+    catalog.set_upstream("deepseek", max_concurrency=8)
+    catalog.set_target("deepseek-v4-flash", "deepseek-b", priority=10, weight=2)
+    backup = db.session.execute(db.select(Upstream).filter_by(name="deepseek-b")).scalar_one()
+    backup.balance_cents, backup.balance_currency, backup.low_balance_cents = 0, "USD", 500
+    db.session.commit()
+    health.disable(redis, "rg", backup.id, "Insufficient Balance")
+    catalog.mark_disabled(backup.id, "Insufficient Balance")
+
+    _log_in(page, live_server.url)
+    expect(page.locator(".upstream-alert")).to_contain_text(
+        "Upstream deepseek-b is out of service: Insufficient Balance."
+    )
+    page.click(".upstream-alert a")
+    expect(page.locator("h1")).to_have_text("Upstreams & models")
+    pool = page.locator(".pool").first
+    expect(pool).to_contain_text("deepseek-b")
+    expect(pool.locator("tr", has_text="deepseek-b")).to_contain_text("taken out")
+    expect(pool.locator("tr", has_text="deepseek-v4-flash").last).to_contain_text("healthy")
+    expect(page.locator("body")).not_to_contain_text("sk-b-secret-0001")
+    page.screenshot(path="/tmp/admin-upstreams.png", full_page=True)
