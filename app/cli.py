@@ -17,6 +17,7 @@ from flask.cli import AppGroup
 
 from app.billing import key_lifecycle
 from app.extensions import db
+from app.models.multiplier import MultiplierError, format_multiplier, parse_multiplier
 
 keys_cli = AppGroup("keys", help="Issue and manage client API keys.")
 models_cli = AppGroup("models", help="Public model ids and where they route.")
@@ -27,6 +28,16 @@ def _positive(value: int | None, name: str) -> int | None:
     if value is not None and value <= 0:
         raise click.UsageError(f"{name} must be a positive whole number")
     return value
+
+
+def _multiplier(value: str | None, name: str, *, allow_zero: bool = False) -> int | None:
+    """An operator's decimal ("0.02") as the 1/UNIT the route stores, or a usage error saying why not."""
+    if value is None:
+        return None
+    try:
+        return parse_multiplier(value, name, allow_zero=allow_zero)
+    except MultiplierError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _models_option(value: str | None) -> list[str] | None:
@@ -152,11 +163,11 @@ def models_list() -> None:
     from app.models import ModelRoute
 
     rows = db.session.execute(db.select(ModelRoute).order_by(ModelRoute.public_id)).scalars().all()
-    click.echo(f"{'PUBLIC ID':<24} {'UPSTREAM':<12} {'UPSTREAM MODEL':<24} {'MULT P/C':<9} {'ON':<3} EXTRA")
+    click.echo(f"{'PUBLIC ID':<24} {'UPSTREAM':<12} {'UPSTREAM MODEL':<24} {'MULT MISS/HIT/COMPL':<20} {'ON':<3} EXTRA")
     for r in rows:
-        mult = f"{r.prompt_multiplier}/{r.completion_multiplier}"
+        mult = _multipliers_text(r.prompt_multiplier_e4, r.cache_hit_multiplier_e4, r.completion_multiplier_e4)
         click.echo(
-            f"{r.public_id:<24} {r.upstream.name:<12} {r.upstream_model:<24} {mult:<9} "
+            f"{r.public_id:<24} {r.upstream.name:<12} {r.upstream_model:<24} {mult:<20} "
             f"{'yes' if r.enabled else 'no':<3} {json.dumps(r.extra_body or {})}"
         )
 
@@ -166,19 +177,25 @@ def models_list() -> None:
 @click.option("--upstream-model", help="The model id sent upstream.")
 @click.option("--upstream", "upstream_name", help="Upstream name (see `upstreams list`).")
 @click.option("--extra-body", help='JSON object merged into requests, e.g. \'{"thinking": {"type": "disabled"}}\'.')
-@click.option("--prompt-multiplier", type=int)
-@click.option("--completion-multiplier", type=int)
+@click.option("--prompt-multiplier", help="Billed tokens per cache-miss prompt token, e.g. 1 or 1.5 (4 decimals).")
+@click.option(
+    "--cache-hit-multiplier",
+    help="Billed tokens per cache-hit prompt token, e.g. 0.02; 0 is allowed "
+    "(default for a new route: DeepSeek's hit/miss price ratio times the prompt multiplier).",
+)
+@click.option("--completion-multiplier", help="Billed tokens per completion token (reasoning included), e.g. 2.")
 @click.option("--enable/--disable", default=None)
 def models_set(
     public_id: str,
     upstream_model: str | None,
     upstream_name: str | None,
     extra_body: str | None,
-    prompt_multiplier: int | None,
-    completion_multiplier: int | None,
+    prompt_multiplier: str | None,
+    cache_hit_multiplier: str | None,
+    completion_multiplier: str | None,
     enable: bool | None,
 ) -> None:
-    """Create or change a public model route."""
+    """Create or change a public model route. Multipliers are decimals with up to 4 places."""
     from app.routing import catalog
 
     try:
@@ -187,16 +204,19 @@ def models_set(
             upstream_model=upstream_model,
             upstream_name=upstream_name,
             extra_body=_extra_body(extra_body),
-            prompt_multiplier=_positive(prompt_multiplier, "--prompt-multiplier"),
-            completion_multiplier=_positive(completion_multiplier, "--completion-multiplier"),
+            prompt_multiplier=_multiplier(prompt_multiplier, "--prompt-multiplier"),
+            cache_hit_multiplier=_multiplier(cache_hit_multiplier, "--cache-hit-multiplier", allow_zero=True),
+            completion_multiplier=_multiplier(completion_multiplier, "--completion-multiplier"),
             enabled=enable,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    click.echo(
-        f"{route.public_id} -> {route.upstream.name}:{route.upstream_model} "
-        f"(x{route.prompt_multiplier}/x{route.completion_multiplier})"
-    )
+    mult = _multipliers_text(route.prompt_multiplier_e4, route.cache_hit_multiplier_e4, route.completion_multiplier_e4)
+    click.echo(f"{route.public_id} -> {route.upstream.name}:{route.upstream_model} (miss/hit/completion {mult})")
+
+
+def _multipliers_text(prompt: int, cache_hit: int, completion: int) -> str:
+    return "/".join(f"x{format_multiplier(m)}" for m in (prompt, cache_hit, completion))
 
 
 def _extra_body(value: str | None) -> dict[str, Any] | None:
@@ -273,8 +293,9 @@ def models_show(public_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    mult = f"x{report['prompt_multiplier']}/x{report['completion_multiplier']}"
-    click.echo(f"{report['public_id']} ({'enabled' if report['enabled'] else 'disabled'}, {mult})")
+    mult = "prompt x{prompt_multiplier}, cache hit x{cache_hit_multiplier}, completion x{completion_multiplier}"
+    state = "enabled" if report["enabled"] else "disabled"
+    click.echo(f"{report['public_id']} ({state}, {mult.format(**report)})")
     click.echo(f"  {'UPSTREAM':<14} {'UPSTREAM MODEL':<24} {'PRIO':>4} {'WEIGHT':>6} {'IN FLIGHT':>9}  STATE")
     for t in report["targets"]:
         limit = t["max_concurrency"]

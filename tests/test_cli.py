@@ -90,7 +90,7 @@ def test_keys_show_list_topup_revoke(runner, app, make_key):
 
 def test_models_list_and_set(runner, app):
     out = run(runner, "models", "list").output
-    assert "deepseek-v4-flash" in out and "deepseek-v4-pro" in out and "2/2" in out
+    assert "deepseek-v4-flash" in out and "deepseek-v4-pro" in out and "x2/x0.0667/x2" in out
     result = run(
         runner,
         "models",
@@ -105,12 +105,72 @@ def test_models_list_and_set(runner, app):
     )
     assert result.exit_code == 0, result.output
     route = ModelRoute.query.filter_by(public_id="deepseek-v4-flash").one()
-    assert (route.upstream_model, route.extra_body, route.completion_multiplier) == (
+    assert (route.upstream_model, route.extra_body, route.completion_multiplier_e4) == (
         "deepseek-flash",
         {"thinking": {"type": "disabled"}},
-        3,
+        30_000,
     )
     assert run(runner, "models", "set", "roleplay", "--upstream-model", "deepseek-v4-flash").exit_code == 0
+
+
+def test_models_set_takes_exact_decimal_multipliers(runner, app):
+    result = run(
+        runner,
+        "models",
+        "set",
+        "deepseek-v4-flash",
+        "--prompt-multiplier",
+        "1.5",
+        "--cache-hit-multiplier",
+        "0.02",
+        "--completion-multiplier",
+        "0.0001",
+    )
+    assert result.exit_code == 0, result.output
+    assert "miss/hit/completion x1.5/x0.02/x0.0001" in result.output
+    db.session.expire_all()
+    route = ModelRoute.query.filter_by(public_id="deepseek-v4-flash").one()
+    assert (route.prompt_multiplier_e4, route.cache_hit_multiplier_e4, route.completion_multiplier_e4) == (
+        15_000,
+        200,
+        1,
+    )
+    shown = run(runner, "models", "show", "deepseek-v4-flash").output
+    assert "prompt x1.5, cache hit x0.02, completion x0.0001" in shown
+    assert json.loads(run(runner, "models", "show", "deepseek-v4-flash", "--json").output)["cache_hit_multiplier"] == (
+        "0.02"
+    )
+    assert run(runner, "models", "set", "deepseek-v4-flash", "--cache-hit-multiplier", "0").exit_code == 0
+    # a new DeepSeek route without one gets DeepSeek's hit/miss price ratio (Pro: 1/30, rounded up)
+    assert (
+        run(runner, "models", "set", "big", "--upstream-model", "deepseek-v4-pro", "--prompt-multiplier", "2").exit_code
+        == 0
+    )
+    assert ModelRoute.query.filter_by(public_id="big").one().cache_hit_multiplier_e4 == 667
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--prompt-multiplier", "0.00001", "more than 4 decimals"),
+        ("--prompt-multiplier", "-1", "cannot be negative"),
+        ("--prompt-multiplier", "0", "must be more than 0"),
+        ("--completion-multiplier", "NaN", "finite"),
+        ("--completion-multiplier", "two", "must be a number"),
+        ("--cache-hit-multiplier", "-0.02", "cannot be negative"),
+        ("--cache-hit-multiplier", "1e4", "at most 1000"),
+    ],
+)
+def test_models_set_refuses_a_multiplier_it_cannot_store_exactly(runner, app, option, value, message):
+    result = runner.invoke(args=["models", "set", "deepseek-v4-flash", option, value])
+    assert result.exit_code == 2 and message in result.output, result.output
+    db.session.expire_all()
+    route = ModelRoute.query.filter_by(public_id="deepseek-v4-flash").one()
+    assert (route.prompt_multiplier_e4, route.cache_hit_multiplier_e4, route.completion_multiplier_e4) == (
+        10_000,
+        200,
+        10_000,
+    )
 
 
 def test_upstream_key_is_stored_encrypted_and_never_printed(runner, app):

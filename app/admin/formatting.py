@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from types import SimpleNamespace
 
+from app.models.multiplier import format_multiplier
+
 _SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "CNY": "¥", "JPY": "¥"}
 
 
@@ -67,4 +69,5 @@ def namespace() -> SimpleNamespace:
         thousands=thousands,
         seconds=seconds,
         cents_decimal=cents_to_decimal,
+        multiplier=format_multiplier,
     )

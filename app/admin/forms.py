@@ -25,6 +25,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.admin.formatting import thousands
 from app.models import utcnow
+from app.models.multiplier import MultiplierError, format_multiplier, parse_multiplier
 
 MAX_TOKENS = 10**12
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -44,6 +45,37 @@ def _whole(label: Any, low: int, high: int, required: bool = False) -> IntegerFi
     message = _l("Enter a whole number from %(min)s to %(max)s.", min=thousands(low), max=thousands(high))
     first = InputRequired(_l("This field is required.")) if required else Optional()
     return IntegerField(label, [first, NumberRange(low, high, message=message)])
+
+
+class MultiplierField(StringField):
+    """A route multiplier typed as a decimal ("0.02"); `data` is the 1/UNIT the route stores, or None."""
+
+    def __init__(self, label: Any, *, allow_zero: bool = False, required: bool = True, **kwargs: Any) -> None:
+        first = InputRequired(_l("This field is required.")) if required else Optional()
+        super().__init__(label, [first], **kwargs)
+        self.allow_zero = allow_zero
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        text = (valuelist[0] if valuelist else "") or ""
+        self.data = None
+        if not text.strip():
+            return
+        try:
+            self.data = parse_multiplier(text, "The multiplier", allow_zero=self.allow_zero)
+        except MultiplierError:
+            # The same rule as `models set`, in the admin's language.
+            raise ValueError(_multiplier_message(self.allow_zero)) from None
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return str(self.raw_data[0])
+        return format_multiplier(self.data) if isinstance(self.data, int) else ""
+
+
+def _multiplier_message(allow_zero: bool) -> str:
+    if allow_zero:
+        return str(_l("Enter a number from 0 to 1,000 with at most 4 decimals, like 0.02."))
+    return str(_l("Enter a number from 0.0001 to 1,000 with at most 4 decimals, like 1 or 0.5."))
 
 
 class KeyEditForm(FlaskForm):
@@ -168,8 +200,10 @@ class RouteForm(FlaskForm):
     upstream_model = StringField(
         _l("Upstream model"), [DataRequired(_l("Enter the upstream's model id.")), Length(max=120)]
     )
-    prompt_multiplier = _whole(_l("Prompt multiplier"), 1, 1000, required=True)
-    completion_multiplier = _whole(_l("Completion multiplier"), 1, 1000, required=True)
+    prompt_multiplier = MultiplierField(_l("Prompt multiplier (cache miss)"))
+    # Empty on a new route: DeepSeek's hit/miss price ratio for its model (catalog.set_route).
+    cache_hit_multiplier = MultiplierField(_l("Cache-hit multiplier"), allow_zero=True, required=False)
+    completion_multiplier = MultiplierField(_l("Completion multiplier"))
     extra_body = TextAreaField(_l("Extra body (JSON object)"), [Optional()])
     description = StringField(_l("Description"), [Optional(), Length(max=300)])
     enabled = BooleanField(_l("Enabled"), default=True)

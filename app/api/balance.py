@@ -22,6 +22,7 @@ from app.billing.errors import InvalidKey
 from app.billing.key_format import hash_key, mask
 from app.extensions import db, get_redis
 from app.models import ApiKey
+from app.models.multiplier import format_multiplier
 
 bp = Blueprint("balance", __name__)
 
@@ -79,8 +80,11 @@ def _request_json(line: key_statement.RequestLine) -> dict[str, Any]:
         "completion_tokens": c.completion,
         "reasoning_tokens": c.reasoning,
         "billed_tokens": c.billed,
-        "prompt_multiplier": c.multipliers.prompt,
-        "completion_multiplier": c.multipliers.completion,
+        # Exact decimals as strings ("0.02"): a JSON float could not carry them exactly.
+        "prompt_multiplier": format_multiplier(c.multipliers.prompt),
+        "cache_hit_multiplier": format_multiplier(c.multipliers.cache_hit),
+        "completion_multiplier": format_multiplier(c.multipliers.completion),
+        "billed_exact": c.exact.replace(",", ""),
         "formula": c.formula() if c.adds_up else None,
     }
 

@@ -21,7 +21,7 @@ from app.routing.routes import RouteInfo
 
 
 def multipliers_of(route: RouteInfo) -> Multipliers:
-    return Multipliers(route.prompt_multiplier, route.completion_multiplier)
+    return Multipliers(route.prompt_multiplier_e4, route.cache_hit_multiplier_e4, route.completion_multiplier_e4)
 
 
 @contextmanager

@@ -18,10 +18,11 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func
 
 from app.billing import pricing
-from app.billing.pricing import Multipliers
+from app.billing.pricing import Multipliers, TokenCounts
 from app.extensions import db
 from app.models import AuditLog, ModelRoute, Order, UsageRecord
 from app.models.base import utcnow
+from app.models.multiplier import UNIT, format_multiplier
 from app.models.order import Refund
 
 MAX_DAYS = 90
@@ -44,17 +45,38 @@ class Charge:
         return max(0, self.prompt - self.cache_hit)
 
     @property
+    def counts(self) -> TokenCounts:
+        return TokenCounts(prompt=self.prompt, cache_hit=self.cache_hit, completion=self.completion)
+
+    @property
     def expected(self) -> int:
-        return pricing.billed_tokens(self.prompt, self.completion, self.multipliers)
+        return pricing.billed_tokens(self.counts, self.multipliers)
+
+    @property
+    def exact(self) -> str:
+        """The sum before its one round-up, as an exact decimal ("1,880.5")."""
+        return format_multiplier(pricing.billed_units(self.counts, self.multipliers), thousands=True)
 
     @property
     def adds_up(self) -> bool:
         return self.expected == self.billed
 
     def formula(self) -> str:
-        """`1,200 × 1 + 350 × 2 = 1,900`: prompt and completion (reasoning included) times their multipliers."""
+        """`200 × 1 + 1,000 × 0.02 + 350 × 2 = 920`: cache-miss prompt, cache-hit prompt and
+        completion (reasoning included) times their multipliers; a fractional sum is rounded up
+        once, shown as `= 110.66 → 111`."""
         m = self.multipliers
-        return f"{self.prompt:,} × {m.prompt} + {self.completion:,} × {m.completion} = {self.expected:,}"
+        parts = " + ".join(
+            f"{tokens:,} × {format_multiplier(multiplier)}"
+            for tokens, multiplier in (
+                (self.cache_miss, m.prompt),
+                (self.cache_hit, m.cache_hit),
+                (self.completion, m.completion),
+            )
+        )
+        if pricing.billed_units(self.counts, m) % UNIT == 0:
+            return f"{parts} = {self.expected:,}"
+        return f"{parts} = {self.exact} → {self.expected:,}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +236,14 @@ def csv_text(key_id: int) -> str:
 
 def current_multipliers() -> dict[str, Multipliers]:
     rows = db.session.execute(
-        db.select(ModelRoute.public_id, ModelRoute.prompt_multiplier, ModelRoute.completion_multiplier)
+        db.select(
+            ModelRoute.public_id,
+            ModelRoute.prompt_multiplier_e4,
+            ModelRoute.cache_hit_multiplier_e4,
+            ModelRoute.completion_multiplier_e4,
+        )
     )
-    return {public_id: Multipliers(prompt or 1, completion or 1) for public_id, prompt, completion in rows}
+    return {public_id: Multipliers(prompt, hit, completion) for public_id, prompt, hit, completion in rows}
 
 
 def _line(row: UsageRecord, multipliers: Multipliers) -> RequestLine:

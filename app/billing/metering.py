@@ -85,7 +85,7 @@ def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
     config = current_app.config
     multipliers = settlement.multipliers
     ask = quota.Ask(
-        prompt_cost=demand.prompt_bound * multipliers.prompt,
+        prompt_cost=pricing.prompt_cost(demand.prompt_bound, multipliers),
         completion_multiplier=multipliers.completion * (1 if demand.stream else demand.choices),
         wanted=demand.max_tokens or config["QUOTA_COMPLETION_ALLOWANCE"],
         rpm=rpm_of(key),
@@ -100,7 +100,7 @@ def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
         counted = tokenizer.prompt_token_bound(demand.body, config["TOKENIZE_MAX_BYTES"])
         if counted is not None and counted < prompt_bound:
             prompt_bound = counted
-            ask = dataclasses.replace(ask, prompt_cost=counted * multipliers.prompt)
+            ask = dataclasses.replace(ask, prompt_cost=pricing.prompt_cost(counted, multipliers))
             decision = _admit(key, settlement.request_id, ask)
     admission = _admitted(decision, ask)
     meter = Meter(
@@ -119,7 +119,8 @@ def _could_fit(decision: quota.Decision, demand: Demand, multipliers: Multiplier
     """Whether any count of the prompt could fit what is free: a key with nothing left is refused
     without spending CPU on its prompt (any count is at least the template's tokens)."""
     free = decision.quota - decision.used - decision.held
-    return free >= bounds.overhead(demand.body) * multipliers.prompt + max(1, multipliers.completion)
+    least = pricing.prompt_cost(bounds.overhead(demand.body), multipliers)
+    return free >= least + pricing.completion_cost(1, multipliers.completion)
 
 
 def _admit(key: KeyInfo, request_id: str, ask: quota.Ask) -> quota.Decision:
@@ -135,7 +136,7 @@ def _admitted(decision: quota.Decision, ask: quota.Ask) -> pricing.Admission:
     if decision.status == quota.TOO_MANY_RUNNING:
         raise RateLimited(ask.max_running, 1, kind="concurrency", window=window)
     if decision.status == quota.NO_QUOTA or decision.admission is None:
-        needed = ask.prompt_cost + max(1, ask.completion_multiplier)
+        needed = ask.prompt_cost + pricing.completion_cost(1, ask.completion_multiplier)
         raise QuotaExceeded(decision.used, decision.quota, needed, decision.held, decision.running, window=window)
     return decision.admission
 
@@ -157,7 +158,7 @@ class Meter:
         self.billed: int | None = None
         self.window: ratelimit.RateWindow | None = None  # the rate limit as admission left it
         self.upstream = ""  # the upstream account that answered, once the relay knows (metrics only)
-        self._multiplier = max(1, settlement.multipliers.completion)
+        self._multiplier = max(1, settlement.multipliers.completion)  # 1/UNIT per completion token
         metrics.admitted(settlement.stream)
 
     def served_by(self, upstream: str, upstream_model: str) -> None:
@@ -168,8 +169,8 @@ class Meter:
 
     @property
     def covered(self) -> int:
-        """Completion tokens the hold pays for."""
-        return (self.held - self.prompt_cost) // self._multiplier
+        """Completion tokens the hold pays for (rounded down, as admission's cap)."""
+        return pricing.completion_covered(self.held - self.prompt_cost, self._multiplier)
 
     def extend(self, produced: int) -> int:
         """Grow the hold to cover `produced` completion tokens and a step more, from the key's
@@ -179,6 +180,10 @@ class Meter:
             return self.covered
         step = self.app.config["QUOTA_HOLD_STEP"]
         settlement = self.settlement
+        # In billed tokens, rounded up as admission's hold: what `produced` and a step more cost,
+        # and the least that lets `produced` through, less what is held already.
+        wanted = self._hold_for(produced + step) - self.held
+        fewest = self._hold_for(produced) - self.held
         with _app_context(self.app):
             try:
                 granted = quota.extend(
@@ -187,8 +192,8 @@ class Meter:
                     settlement.key_id,
                     settlement.request_id,
                     self.held,
-                    (missing + step) * self._multiplier,
-                    missing * self._multiplier,
+                    wanted,
+                    fewest,
                     _hold_ms(),
                     lambda: statements.sql_totals(settlement.key_id),
                     _cache_seconds(),
@@ -197,9 +202,12 @@ class Meter:
                 # The live ledger is unreachable: let the answer run to the max_tokens the balance
                 # paid for at admission, as the upstream was asked; the bill is settled through SQL.
                 log.warning("could not extend the hold of %s; trusting its max_tokens", settlement.request_id)
-                granted = max(0, self.prompt_cost + self.max_tokens * self._multiplier - self.held)
+                granted = max(0, self._hold_for(self.max_tokens) - self.held)
         self.held += granted
         return self.covered
+
+    def _hold_for(self, completion_tokens: int) -> int:
+        return self.prompt_cost + pricing.completion_cost(completion_tokens, self._multiplier)
 
     def release(self, status_code: int) -> None:
         """Nothing reached the client (refused, unreachable, hung up before any output): nothing billed."""
@@ -228,16 +236,16 @@ class Meter:
         if self.billed is not None:
             return self.billed
         settlement = self.settlement
-        reported = (usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
+        reported = _counts(usage) if usage is not None else None
         estimate = estimate_prompt_tokens(self.demand.body) if reported is None and delivered > 0 else 0
-        prompt, completion = pricing.billable_usage(reported, min(estimate, self.demand.prompt_bound), delivered)
-        billed = pricing.billed_tokens(prompt, completion, settlement.multipliers)
+        counts = pricing.billable_usage(reported, min(estimate, self.demand.prompt_bound), delivered)
+        billed = pricing.billed_tokens(counts, settlement.multipliers)
         if billed > self.held:
             # Only an upstream that counts more than it sent gets here: the key is never billed past its hold.
             log.warning("%s: the upstream counted %s tokens, %s were held", settlement.request_id, billed, self.held)
             billed = self.held
         self.billed = billed
-        entry = _entry(settlement, usage, prompt, completion, billed, outcome, status_code, first_output_at)
+        entry = _entry(settlement, usage, counts, billed, outcome, status_code, first_output_at)
         with _app_context(self.app):
             _settle_live(settlement, self.held, entry)
         metrics.settled(
@@ -249,7 +257,7 @@ class Meter:
             seconds=entry.latency_ms / 1000,
             first_token_seconds=None if entry.ttft_ms is None else entry.ttft_ms / 1000,
             billed=billed,
-            reported=reported,
+            reported=None if reported is None else (reported.prompt, reported.completion),
         )
         return billed
 
@@ -288,11 +296,19 @@ def _settle_durable(entry: UsageEntry) -> None:
     spool.replay_soon()
 
 
+def _counts(usage: Usage) -> pricing.TokenCounts:
+    # DeepSeek's prompt_tokens = hit + miss; a hit count past the prompt would bill negative misses.
+    return pricing.TokenCounts(
+        prompt=usage.prompt_tokens,
+        cache_hit=min(usage.cached_tokens, usage.prompt_tokens),
+        completion=usage.completion_tokens,
+    )
+
+
 def _entry(
     settlement: Settlement,
     usage: Usage | None,
-    prompt: int,
-    completion: int,
+    counts: pricing.TokenCounts,
     billed: int,
     outcome: str,
     status_code: int,
@@ -304,10 +320,10 @@ def _entry(
         model=settlement.model,
         upstream_model=settlement.upstream_model,
         stream=settlement.stream,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
+        prompt_tokens=counts.prompt,
+        completion_tokens=counts.completion,
         reasoning_tokens=usage.reasoning_tokens if usage else 0,
-        cached_tokens=usage.cached_tokens if usage else 0,
+        cached_tokens=counts.cache_hit,  # the hits billed; the misses are prompt_tokens - cached_tokens
         billed_tokens=billed,
         outcome=outcome,
         status_code=status_code,

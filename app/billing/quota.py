@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.billing import ratelimit
-from app.billing.pricing import Admission
+from app.billing.pricing import MAX_COMPLETION_UNITS, Admission
 from app.billing.scripts import INT, NOW, Script
+from app.models.multiplier import UNIT
 
 ADMITTED, RATE_LIMITED, TOO_MANY_RUNNING, NO_QUOTA, NOT_LOADED = 0, 1, 2, 3, 4
 DONE_MARKER_SECONDS = 3600
@@ -57,14 +58,29 @@ local function load(acct, quota_key, quota, qver, used, cache_seconds)
 end
 """
 
+# pricing.admit's integer division in Lua, whose numbers are doubles: the float quotient, then
+# corrected by exact products (every operand and product here stays below 2**53, see
+# pricing.MAX_COMPLETION_UNITS), so a rounding of the division can never move a cap or a hold.
+_FIXED_POINT = f"""
+local UNIT, MAX_UNITS = {UNIT}, {MAX_COMPLETION_UNITS}
+local function floordiv(a, b)
+  local q = math.floor(a / b)
+  while q * b > a do q = q - 1 end
+  while (q + 1) * b <= a do q = q + 1 end
+  return q
+end
+local function ceildiv(a, b) return -floordiv(-a, b) end
+"""
+
 # KEYS: window, acct, quota, holds, live set
 # ARGV: 1 request id, 2 rpm, 3 window ms, 4 max concurrent (0 = no cap), 5 prompt cost,
-#       6 completion multiplier, 7 completion tokens wanted, 8 hold ms, 9 key id,
+#       6 completion multiplier (1/UNIT), 7 completion tokens wanted, 8 hold ms, 9 key id,
 #       10 quota read from SQL ('' = none), 11 qver it was read under, 12 used read from SQL ('' = none),
 #       13 quota cache seconds (0 = no expiry), 14 completion tokens to hold now (0 = all of the cap)
 _ADMIT = Script(
     NOW
     + INT
+    + _FIXED_POINT
     + _LOAD_FN
     + """
 local rid, rpm, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -94,14 +110,18 @@ if not quota or not state[1] then return {4, state[4] or '0', count, 0, 0, now} 
 local used = tonumber(state[1]) + tonumber(state[2] or '0')
 local held = tonumber(state[3] or '0')
 local prompt_cost, multiplier = tonumber(ARGV[5]), tonumber(ARGV[6])
-local cap = math.floor((tonumber(quota) - used - held - prompt_cost) / multiplier)
-if cap > tonumber(ARGV[7]) then cap = tonumber(ARGV[7]) end
+local wanted = math.min(tonumber(ARGV[7]), floordiv(MAX_UNITS, multiplier))
+local room = tonumber(quota) - used - held - prompt_cost
+local cap = 0
+if room > 0 then
+  if room >= ceildiv(wanted * multiplier, UNIT) then cap = wanted else cap = floordiv(room * UNIT, multiplier) end
+end
 if cap < 1 then
   return {3, int(used), int(held), redis.call('ZCARD', holds), quota, count, blocking, now, now}
 end
 local upfront = cap
 if tonumber(ARGV[14]) > 0 and tonumber(ARGV[14]) < cap then upfront = tonumber(ARGV[14]) end
-local amount = prompt_cost + upfront * multiplier
+local amount = prompt_cost + ceildiv(upfront * multiplier, UNIT)
 redis.call('ZADD', holds, now + tonumber(ARGV[8]), rid .. '|' .. int(amount))
 redis.call('HINCRBY', acct, 'held', int(amount))
 redis.call('HSET', acct, 'seen', now)
@@ -175,8 +195,8 @@ return redis.call('DEL', KEYS[2])
 class Ask:
     """One request's claim: rate and concurrency limits, and the billed tokens it may need."""
 
-    prompt_cost: int  # prompt estimate x prompt multiplier
-    completion_multiplier: int
+    prompt_cost: int  # billed tokens for the prompt bound (pricing.prompt_cost)
+    completion_multiplier: int  # in 1/UNIT, times n for a non-stream request
     wanted: int  # completion tokens the client asked for, or the default allowance
     rpm: int  # 0 or less: no rate limit
     max_running: int  # 0: no concurrency cap

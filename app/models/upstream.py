@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 from app.models.base import utcnow
+from app.models.multiplier import UNIT
 
 
 class Upstream(db.Model):
@@ -66,7 +67,7 @@ def cents_text(cents: int) -> str:
 
 
 class ModelRoute(db.Model):
-    """A public model id: its integer token multipliers, description and switch, and its targets
+    """A public model id: its token multipliers, description and switch, and its targets
     (RouteTarget), the pool requests are spread over.
 
     upstream_id, upstream_model and extra_body name the route's first target: the one `models set`
@@ -80,8 +81,11 @@ class ModelRoute(db.Model):
     upstream_id: Mapped[int] = mapped_column(ForeignKey("upstreams.id"))
     upstream_model: Mapped[str] = mapped_column(String(120))
     extra_body: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    prompt_multiplier: Mapped[int] = mapped_column(Integer, default=1)
-    completion_multiplier: Mapped[int] = mapped_column(Integer, default=1)
+    # Billed tokens per token in 1/10,000 (app.models.multiplier.UNIT; 200 is 0.02x): exact
+    # fixed point, named with the scale so that nothing mistakes them for whole multipliers.
+    prompt_multiplier_e4: Mapped[int] = mapped_column(Integer, default=UNIT)  # cache-miss prompt tokens
+    cache_hit_multiplier_e4: Mapped[int] = mapped_column(Integer, default=UNIT)  # cache-hit prompt tokens
+    completion_multiplier_e4: Mapped[int] = mapped_column(Integer, default=UNIT)  # reasoning included
     owned_by: Mapped[str] = mapped_column(String(80), default="deepseek")
     description: Mapped[str] = mapped_column(String(300), default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)

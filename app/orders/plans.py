@@ -6,6 +6,7 @@ from typing import Any
 
 from app.extensions import db
 from app.models import ModelRoute, Plan
+from app.models.multiplier import format_multiplier
 
 # name, Chinese name, billed tokens, price in cents. The migration seeds the same row.
 DEFAULT_PLANS: tuple[dict[str, Any], ...] = (
@@ -39,7 +40,8 @@ def display_name(plan: Plan, locale: str) -> str:
     return plan.name_zh if locale.startswith("zh") and plan.name_zh else plan.name
 
 
-def model_multipliers() -> dict[str, int]:
-    """Public model id -> how many billed tokens one token costs (the larger of its two multipliers)."""
+def model_multipliers() -> dict[str, str]:
+    """Public model id -> how many billed tokens one uncached token costs, as an exact decimal
+    (the larger of its prompt and completion multipliers; cache hits cost less, see the statement)."""
     rows = db.session.execute(db.select(ModelRoute).where(ModelRoute.enabled)).scalars()
-    return {r.public_id: max(r.prompt_multiplier, r.completion_multiplier) for r in rows}
+    return {r.public_id: format_multiplier(max(r.prompt_multiplier_e4, r.completion_multiplier_e4)) for r in rows}

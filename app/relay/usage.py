@@ -19,7 +19,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens DeepSeek served from its context cache (prompt_cache_hit_tokens)
 
     @property
     def total_tokens(self) -> int:
@@ -37,8 +37,10 @@ def usage_from_dict(raw: Any) -> Usage | None:
     completion_details = raw.get("completion_tokens_details") or {}
     prompt_details = raw.get("prompt_tokens_details") or {}
     cached = _int(raw.get("prompt_cache_hit_tokens")) or _int(prompt_details.get("cached_tokens"))
+    # DeepSeek: prompt_tokens = hit + miss. Should the parts ever add up to more, bill the parts.
+    split = cached + _int(raw.get("prompt_cache_miss_tokens"))
     return Usage(
-        prompt_tokens=_int(raw.get("prompt_tokens")),
+        prompt_tokens=max(_int(raw.get("prompt_tokens")), split),
         completion_tokens=_int(raw.get("completion_tokens")),
         reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
         cached_tokens=cached,

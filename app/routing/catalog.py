@@ -13,6 +13,7 @@ from flask import current_app
 from app import jobs, secretbox
 from app.extensions import db, get_redis
 from app.models import ModelRoute, RouteTarget, Upstream
+from app.models.multiplier import MAXIMUM, UNIT, format_multiplier
 from app.routing import health
 from app.routing.pool import Candidate
 from app.routing.routes import TargetInfo, bump_generation
@@ -21,10 +22,27 @@ log = logging.getLogger(__name__)
 
 DEFAULT_UPSTREAM = "deepseek"
 DEFAULT_ROUTES = (
-    # public id, upstream model, prompt x, completion x, description
-    ("deepseek-v4-flash", "deepseek-v4-flash", 1, 1, "Fast; for chat and roleplay."),
-    ("deepseek-v4-pro", "deepseek-v4-pro", 2, 2, "More capable; costs more tokens."),
+    # public id, upstream model, prompt (cache miss) and completion multipliers in 1/UNIT, description
+    ("deepseek-v4-flash", "deepseek-v4-flash", UNIT, UNIT, "Fast; for chat and roleplay."),
+    ("deepseek-v4-pro", "deepseek-v4-pro", 2 * UNIT, 2 * UNIT, "More capable; costs more tokens."),
 )
+# DeepSeek's price of a cache-hit input token over a cache-miss one (hit, miss), the same at peak
+# and off-peak: https://api-docs.deepseek.com/quick_start/pricing (Flash $0.003/$0.15 off-peak,
+# earlier V4-Flash $0.0028/$0.14: 1/50; V4-Pro $0.022/$0.66: 1/30). Any other deepseek-* model is
+# served as Flash (deepseek-chat, deepseek-reasoner, deepseek-flash).
+_DEEPSEEK_PRO_HIT_RATIO = (1, 30)
+_DEEPSEEK_HIT_RATIO = (1, 50)
+
+
+def default_cache_hit_multiplier(upstream_model: str, prompt_multiplier: int) -> int:
+    """A new route's cache-hit multiplier (1/UNIT) when none is given: its prompt multiplier times
+    DeepSeek's hit/miss price ratio for a DeepSeek model, rounded up to the unit; for any other
+    model the prompt multiplier itself (a hit costs what a miss does, as before hits were priced)."""
+    name = upstream_model.lower()
+    if not name.startswith("deepseek"):
+        return prompt_multiplier
+    hit, miss = _DEEPSEEK_PRO_HIT_RATIO if "pro" in name else _DEEPSEEK_HIT_RATIO
+    return -(-prompt_multiplier * hit // miss)
 
 
 def _changed() -> None:
@@ -48,8 +66,9 @@ def seed_defaults(base_url: str, api_key: str | None, secret_key: str) -> None:
                 public_id=public_id,
                 upstream_id=upstream.id,
                 upstream_model=upstream_model,
-                prompt_multiplier=p_mult,
-                completion_multiplier=c_mult,
+                prompt_multiplier_e4=p_mult,
+                cache_hit_multiplier_e4=default_cache_hit_multiplier(upstream_model, p_mult),
+                completion_multiplier_e4=c_mult,
                 description=description,
                 extra_body={},
             )
@@ -66,14 +85,18 @@ def _upstream_by_name(name: str) -> Upstream:
     return upstream
 
 
-def _check_route_input(public_id: str, extra_body: Any, multipliers: dict[str, int | None]) -> None:
+def _check_route_input(public_id: str, extra_body: Any, multipliers: dict[str, tuple[int | None, int]]) -> None:
     if not public_id.strip() or "/" in public_id or " " in public_id:
         raise ValueError("a public model id is one word without '/' or spaces")
     if extra_body is not None and not isinstance(extra_body, dict):
         raise ValueError("extra body must be a JSON object")
-    for name, value in multipliers.items():
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be a whole number of at least 1")
+    for name, (value, least) in multipliers.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be a count of 1/{UNIT} (an int)")
+        if not least <= value <= MAXIMUM:
+            raise ValueError(f"{name} must be from {format_multiplier(least)} to {format_multiplier(MAXIMUM)}")
 
 
 def set_route(
@@ -83,14 +106,22 @@ def set_route(
     upstream_name: str | None = None,
     extra_body: dict[str, Any] | None = None,
     prompt_multiplier: int | None = None,
+    cache_hit_multiplier: int | None = None,
     completion_multiplier: int | None = None,
     enabled: bool | None = None,
 ) -> ModelRoute:
-    """Create or change a route; only the given fields change. Raises ValueError on bad input."""
+    """Create or change a route; only the given fields change. Raises ValueError on bad input.
+
+    Multipliers are in 1/UNIT (app.models.multiplier.parse_multiplier reads an operator's text). A
+    new route given no cache-hit multiplier gets default_cache_hit_multiplier's."""
     _check_route_input(
         public_id,
         extra_body,
-        {"prompt multiplier": prompt_multiplier, "completion multiplier": completion_multiplier},
+        {
+            "prompt multiplier": (prompt_multiplier, 1),
+            "cache-hit multiplier": (cache_hit_multiplier, 0),
+            "completion multiplier": (completion_multiplier, 1),
+        },
     )
     route = db.session.execute(db.select(ModelRoute).filter_by(public_id=public_id)).scalar_one_or_none()
     if route is None:
@@ -98,6 +129,10 @@ def set_route(
             raise ValueError(f"{public_id} is a new route: --upstream-model is required")
         upstream = _upstream_by_name(upstream_name or DEFAULT_UPSTREAM)
         route = ModelRoute(public_id=public_id, upstream_id=upstream.id, upstream_model=upstream_model, extra_body={})
+        prompt = prompt_multiplier or UNIT
+        route.prompt_multiplier_e4 = prompt
+        route.completion_multiplier_e4 = UNIT
+        route.cache_hit_multiplier_e4 = default_cache_hit_multiplier(upstream_model, prompt)
         db.session.add(route)
     first_upstream_id = route.upstream_id
     if upstream_name:
@@ -105,12 +140,13 @@ def set_route(
     changes = {
         "upstream_model": upstream_model,
         "extra_body": extra_body,
-        "prompt_multiplier": prompt_multiplier,
-        "completion_multiplier": completion_multiplier,
+        "prompt_multiplier_e4": prompt_multiplier,
+        "cache_hit_multiplier_e4": cache_hit_multiplier,
+        "completion_multiplier_e4": completion_multiplier,
         "enabled": enabled,
     }
     for field, value in changes.items():
-        if value is not None and (value or field == "enabled" or field == "extra_body"):
+        if value is not None and (value or field in ("enabled", "extra_body", "cache_hit_multiplier_e4")):
             setattr(route, field, value)
     _sync_first_target(route, first_upstream_id)
     db.session.commit()
@@ -288,8 +324,10 @@ def pool_report(public_id: str) -> dict[str, Any]:
     return {
         "public_id": route.public_id,
         "enabled": route.enabled,
-        "prompt_multiplier": route.prompt_multiplier,
-        "completion_multiplier": route.completion_multiplier,
+        # Exact decimals as text ("0.02"), as an operator types them.
+        "prompt_multiplier": format_multiplier(route.prompt_multiplier_e4),
+        "cache_hit_multiplier": format_multiplier(route.cache_hit_multiplier_e4),
+        "completion_multiplier": format_multiplier(route.completion_multiplier_e4),
         "description": route.description,
         "targets": [_target_fields(t, c) for t, c in zip(targets, live, strict=True)],
     }

@@ -35,8 +35,10 @@ class TargetInfo:
 class RouteInfo:
     public_id: str
     upstream_model: str  # the first target's, named in usage records
-    prompt_multiplier: int
-    completion_multiplier: int
+    # In 1/UNIT (app.models.multiplier): billing.pricing.Multipliers takes them as they are.
+    prompt_multiplier_e4: int
+    cache_hit_multiplier_e4: int
+    completion_multiplier_e4: int
     owned_by: str
     targets: tuple[TargetInfo, ...]
 
@@ -68,8 +70,9 @@ def load_routes(secret_key: str, fallback_api_key: str | None) -> dict[str, Rout
         routes[route.public_id] = RouteInfo(
             public_id=route.public_id,
             upstream_model=route.upstream_model,
-            prompt_multiplier=route.prompt_multiplier,
-            completion_multiplier=route.completion_multiplier,
+            prompt_multiplier_e4=route.prompt_multiplier_e4,
+            cache_hit_multiplier_e4=route.cache_hit_multiplier_e4,
+            completion_multiplier_e4=route.completion_multiplier_e4,
             owned_by=route.owned_by,
             targets=(info,),
         )

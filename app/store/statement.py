@@ -6,6 +6,7 @@ which key's statement it may read until the tab session ends or the buyer clicks
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -56,6 +57,19 @@ def chart(totals: list[key_statement.DayTotal], days: int, today: date) -> list[
     return result
 
 
+# The worked example under "How a request is charged": a long chat resent with one more message.
+EXAMPLE_PROMPT, EXAMPLE_CACHE_HIT, EXAMPLE_COMPLETION = 10_000, 9_000, 500
+
+
+def examples(multipliers: dict[str, key_statement.Multipliers]) -> list[tuple[str, key_statement.Charge]]:
+    """Per model, the example request charged as the statement charges a real one (Charge.formula)."""
+    result = []
+    for model, m in sorted(multipliers.items()):
+        charge = key_statement.Charge(EXAMPLE_PROMPT, EXAMPLE_CACHE_HIT, EXAMPLE_COMPLETION, 0, 0, m)
+        result.append((model, dataclasses.replace(charge, billed=charge.expected)))
+    return result
+
+
 @bp.post("/balance/statement")
 def open_statement() -> Any:
     row = key_lifecycle.find_pasted_key(request.form.get("key"))
@@ -82,7 +96,7 @@ def statement() -> Any:
         page=page,
         older=older,
         changes=key_statement.quota_changes(row.id),
-        multipliers=key_statement.current_multipliers(),
+        examples=examples(key_statement.current_multipliers()),
     )
     return _no_store(html)
 

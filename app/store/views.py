@@ -20,6 +20,7 @@ from app.extensions import csrf, db
 from app.giftcodes import service as giftcodes
 from app.i18n import LANG_COOKIE
 from app.models import ApiKey, Order
+from app.models.multiplier import format_multiplier
 from app.orders import checkout, fulfilment, lostkey, paypal, webhooks
 from app.orders.plans import active_plans, display_name, get_active_plan, model_multipliers
 from app.orders.status import OrderStatus
@@ -71,6 +72,11 @@ def _page_context() -> dict[str, Any]:
 def money(cents: int, currency: str = "USD") -> str:
     amount = f"{cents // 100}" if cents % 100 == 0 else f"{cents / 100:.2f}"
     return f"${amount}" if currency == "USD" else f"{amount} {currency}"
+
+
+@bp.app_template_filter("multiplier")
+def multiplier(scaled: int) -> str:
+    return format_multiplier(scaled)
 
 
 @bp.app_template_filter("plan_name")

@@ -86,7 +86,7 @@ def test_new_route_is_served_at_once_with_its_multipliers_and_extra_body(admin, 
             "public_id": "roleplay",
             "upstream": "deepseek",
             "upstream_model": "deepseek-v4-flash",
-            "prompt_multiplier": "1",
+            "prompt_multiplier": "1.25",
             "completion_multiplier": "3",
             "extra_body": '{"thinking": {"type": "disabled"}}',
             "description": "For long chats.",
@@ -95,14 +95,18 @@ def test_new_route_is_served_at_once_with_its_multipliers_and_extra_body(admin, 
     )
     assert response.status_code == 302
     route = db.session.execute(db.select(ModelRoute).filter_by(public_id="roleplay")).scalar_one()
-    assert (route.completion_multiplier, route.extra_body, route.description) == (
-        3,
+    assert (route.completion_multiplier_e4, route.extra_body, route.description) == (
+        30_000,
         {"thinking": {"type": "disabled"}},
         "For long chats.",
     )
+    # no cache-hit multiplier given: DeepSeek's hit/miss ratio for Flash (1/50) times the prompt's 1.25
+    assert (route.prompt_multiplier_e4, route.cache_hit_multiplier_e4) == (12_500, 250)
     assert "roleplay" in _models(client, api_key)
     edit = admin.get(f"/admin/routes/{route.id}/edit").text
     assert "&#34;thinking&#34;" in edit or "&quot;thinking&quot;" in edit
+    assert 'value="1.25"' in edit and 'value="0.025"' in edit and 'value="3"' in edit
+    assert "×1.25 / ×0.025 / ×3" in admin.get("/admin/upstreams").text
     assert (
         admin.post(
             f"/admin/routes/{route.id}/edit",
@@ -110,12 +114,19 @@ def test_new_route_is_served_at_once_with_its_multipliers_and_extra_body(admin, 
                 "upstream": "deepseek",
                 "upstream_model": "deepseek-v4-flash",
                 "prompt_multiplier": "1",
-                "completion_multiplier": "3",
+                "cache_hit_multiplier": "0",
+                "completion_multiplier": "0.5",
             },
         ).status_code
         == 302
     )
     assert "roleplay" not in _models(client, api_key)  # saved unticked: disabled
+    db.session.refresh(route)
+    assert (route.prompt_multiplier_e4, route.cache_hit_multiplier_e4, route.completion_multiplier_e4) == (
+        10_000,
+        0,
+        5_000,
+    )
 
 
 def test_bad_route_input_saves_nothing(admin):
@@ -124,6 +135,7 @@ def test_bad_route_input_saves_nothing(admin):
         "upstream": "nowhere",
         "upstream_model": "",
         "prompt_multiplier": "0",
+        "cache_hit_multiplier": "-0.02",
         "completion_multiplier": "x",
         "extra_body": "[1, 2]",
     }
@@ -133,11 +145,27 @@ def test_bad_route_input_saves_nothing(admin):
         "One word",
         "Not a valid choice.",
         "Enter the upstream",
-        "Enter a whole number from 1 to 1,000.",
-        "Not a valid integer value.",
+        "Enter a number from 0.0001 to 1,000 with at most 4 decimals",
+        "Enter a number from 0 to 1,000 with at most 4 decimals",
         "Must be a JSON object",
     ):
         assert message in response.text, message
+    assert response.text.count("Enter a number from 0.0001 to 1,000") == 2  # prompt 0 and completion "x"
+    for wrong in ("0.00001", "NaN", "1e9", "-1", "1,5"):
+        refused = admin.post(
+            "/admin/routes/new",
+            {
+                **form,
+                "public_id": "ok-id",
+                "upstream": "deepseek",
+                "upstream_model": "m",
+                "extra_body": "",
+                "prompt_multiplier": wrong,
+                "cache_hit_multiplier": "0.02",
+                "completion_multiplier": "1",
+            },
+        )
+        assert refused.status_code == 400 and "at most 4 decimals" in refused.text, wrong
     broken = admin.post(
         "/admin/routes/new",
         {
@@ -146,6 +174,7 @@ def test_bad_route_input_saves_nothing(admin):
             "upstream": "deepseek",
             "upstream_model": "m",
             "prompt_multiplier": "1",
+            "cache_hit_multiplier": "",
             "completion_multiplier": "1",
             "extra_body": "{oops",
         },
@@ -159,6 +188,7 @@ def test_bad_route_input_saves_nothing(admin):
             "upstream": "deepseek",
             "upstream_model": "m",
             "prompt_multiplier": "1",
+            "cache_hit_multiplier": "",
             "completion_multiplier": "1",
             "extra_body": "",
         },

@@ -17,6 +17,7 @@ from app.models import ApiKey, UsageRecord
 from app.relay.bounds import prompt_token_bound
 from app.relay.sse import StreamDecoder
 from app.relay.usage import estimate_prompt_tokens
+from app.routing import catalog
 from tests.api.helpers import chat_body, content_of, json_events, post_stream, read_sse, send_raw_request
 from tests.conftest import wait_until
 from tests.fake_deepseek import prompt_tokens_of
@@ -189,6 +190,18 @@ def test_an_answer_longer_than_the_first_hold_extends_it_and_is_billed_exactly(c
     assert events[-1] == b"[DONE]"
     assert len(json_events(events)) > 3000
     assert settled(redis, row.id) == prompt_tokens_of(body) + 3000
+
+
+def test_a_long_answer_at_a_fractional_multiplier_extends_its_hold_in_whole_tokens(client, redis, make_key, fake):
+    """0.3 billed tokens per completion token: each extension is rounded up as the first hold, and
+    a key with little more than the bill's worth gets the whole answer, billed ceil(prompt + 3,001 x 0.3)."""
+    catalog.set_route("deepseek-v4-flash", completion_multiplier=3_000)
+    body = chat_body(stream=True, fake={"tokens": 3001})
+    row, key = make_key(prompt_token_bound(body) + 930)  # 3,100 tokens' worth, as the test above allows
+    events = list(StreamDecoder().feed(client.post("/v1/chat/completions", json=body, headers=auth(key)).get_data()))
+    assert events[-1] == b"[DONE]"
+    assert len(json_events(events)) > 3001
+    assert settled(redis, row.id) == prompt_tokens_of(body) + 901
 
 
 # -- 5. holds do not lock out honest concurrency ---------------------------------------------------

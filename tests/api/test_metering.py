@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
 import time
+from fractions import Fraction
 
 import pytest
 import requests
 
-from app.billing import key_lifecycle, quota, reconcile, tokenizer
-from app.extensions import db
+from app.billing import key_lifecycle, key_statement, quota, reconcile, tokenizer
+from app.extensions import db, get_redis
 from app.models import ApiKey, ModelRoute, UsageRecord
+from app.models.multiplier import UNIT, parse_multiplier
 from app.relay.bounds import prompt_token_bound
 from app.relay.usage import estimate_prompt_tokens
 from app.routing import catalog
@@ -77,7 +81,7 @@ def test_billing_is_exact_over_many_requests(app, client, redis, make_key, fake)
 
 def test_multipliers_changed_by_an_admin_apply_to_the_next_request(app, client, redis, make_key, fake):
     row, key = make_key(1_000_000)
-    catalog.set_route("deepseek-v4-flash", prompt_multiplier=3, completion_multiplier=5)
+    catalog.set_route("deepseek-v4-flash", prompt_multiplier=3 * UNIT, completion_multiplier=5 * UNIT)
     body = chat_body(fake={"tokens": 4})
     post(client, key, body)
     assert live_used(redis, row.id) == 3 * prompt_tokens_of(body) + 5 * 4
@@ -245,6 +249,70 @@ def test_concurrent_requests_in_one_process_never_overspend(app, live_server, re
     assert live(redis, row.id)["held"] == 0
 
 
+def _bill(miss: int, hit: int, completion: int, prompt: str, cache_hit: str, completion_x: str) -> int:
+    """The formula, worked out apart from app.billing: exact fractions, one round-up."""
+    return math.ceil(miss * Fraction(prompt) + hit * Fraction(cache_hit) + completion * Fraction(completion_x))
+
+
+def check_cache_hits_bill_by_the_formula(client, make_key, fake) -> None:
+    """DeepSeek reports most of a resent chat as cache hits: each request, streamed or not, on a
+    whole and a fractional route, is billed ceil(miss x prompt + hit x cache hit + completion x
+    completion), in the live ledger, the usage record, SQL's tokens_used and the statement."""
+    catalog.set_route(
+        "deepseek-v4-pro",
+        prompt_multiplier=parse_multiplier("1.5"),
+        cache_hit_multiplier=parse_multiplier("0.0333"),
+        completion_multiplier=parse_multiplier("2.25"),
+    )
+    routes = {"deepseek-v4-flash": ("1", "0.02", "1"), "deepseek-v4-pro": ("1.5", "0.0333", "2.25")}
+    row, key = make_key(1_000_000)
+    expected = []
+    for i, (model, stream) in enumerate(itertools.product(routes, (False, True))):
+        prompt, hit, tokens = 1_501 + i, 1_237 + 3 * i, 7 + i
+        body = chat_body(
+            stream=stream,
+            model=model,
+            content="word " * 2_000,  # the hold's prompt bound must cover the count reported
+            fake={"tokens": tokens, "reasoning": 2, "prompt_tokens": prompt, "cache_hit_tokens": hit},
+        )
+        assert post(client, key, body).status_code == 200
+        usage = fake.requests[-1].usage
+        assert (usage["prompt_cache_hit_tokens"], usage["prompt_cache_miss_tokens"]) == (hit, prompt - hit)
+        expected.append((model, prompt, hit, _bill(prompt - hit, hit, tokens + 2, *routes[model])))
+    total = sum(billed for *_, billed in expected)
+    wait_until(lambda: _drained(row.id) == len(expected))
+    records = sorted(rows().values(), key=lambda r: r.created_at)
+    assert sorted((r.model, r.prompt_tokens, r.cached_tokens, r.billed_tokens) for r in records) == sorted(expected)
+    assert any(billed != (prompt - hit) + hit + 9 for _, prompt, hit, billed in expected)  # hits did cost less
+    assert sql_used(row.id) == total
+    lines, _ = key_statement.requests_page(row.id)
+    assert all(line.charge.adds_up for line in lines)
+    assert sum(line.charge.billed for line in lines) == total
+
+
+def _drained(key_id: int) -> int:
+    reconcile.drain(get_redis(), P, batch_size=100)  # the worker's job (embedded mode did it in-process)
+    db.session.expire_all()
+    return len(db.session.execute(db.select(UsageRecord).filter_by(api_key_id=key_id)).scalars().all())
+
+
+def test_cache_hits_bill_by_the_formula(app, client, make_key, fake):
+    check_cache_hits_bill_by_the_formula(client, make_key, fake)
+
+
+def test_an_answer_without_a_count_bills_its_whole_prompt_as_misses(app, client, redis, make_key, fake):
+    """No usage from the upstream (here: a stream without its usage chunk): the cache split is
+    unknown, so the prompt estimate is billed at the cache-miss multiplier, never the cheaper one."""
+    row, key = make_key(1_000_000)
+    body = chat_body(stream=True, model="deepseek-v4-pro", fake={"tokens": 5, "no_usage": True, "cache_hit_tokens": 9})
+    assert post(client, key, body).status_code == 200
+    reconcile.drain(redis, P, batch_size=10)
+    (record,) = rows().values()
+    assert record.cached_tokens == 0
+    assert record.billed_tokens == 2 * record.prompt_tokens + 2 * record.completion_tokens
+    assert record.prompt_tokens == estimate_prompt_tokens(body) and record.completion_tokens == 5
+
+
 class TestEmbeddedMode:
     """No REDIS_URL: in-process Redis and jobs; the CLI is another process that changes only SQL."""
 
@@ -259,6 +327,9 @@ class TestEmbeddedMode:
             assert post(client, key, chat_body(stream=stream, fake={"tokens": 9})).status_code == 200
         assert len(rows()) == 3
         assert sql_used(row.id) == 3 * (prompt_tokens_of(body) + 9)
+
+    def test_cache_hits_bill_by_the_formula(self, app, client, make_key, fake):
+        check_cache_hits_bill_by_the_formula(client, make_key, fake)
 
     def test_quota_changed_by_another_process_applies_within_seconds(self, app, client, make_key, fake):
         row, key = make_key(3)

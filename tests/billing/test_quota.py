@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import pytest
 
 from app.billing import pricing, quota
+from app.models.multiplier import UNIT
 
 P = "t"
 
 
-def ask(prompt_cost=10, multiplier=1, wanted=100, rpm=0, max_running=0, hold_ms=60_000, upfront=0):
+def ask(prompt_cost=10, multiplier=UNIT, wanted=100, rpm=0, max_running=0, hold_ms=60_000, upfront=0):
     return quota.Ask(prompt_cost, multiplier, wanted, rpm, max_running, hold_ms, upfront)
 
 
@@ -34,20 +36,30 @@ def state(redis, key_id=1):
     return {k.decode(): int(v) for k, v in raw.items() if k != b"seen"}
 
 
+X1, X2, X3 = UNIT, 2 * UNIT, 3 * UNIT
+
+
 @pytest.mark.parametrize(
     ("quota_", "used", "held", "prompt_cost", "multiplier", "wanted", "upfront"),
     [
-        (1000, 0, 0, 10, 1, 100, 0),
-        (1000, 0, 0, 10, 1, 5000, 0),
-        (1000, 400, 300, 10, 2, 5000, 0),
-        (1000, 980, 0, 10, 1, 5000, 0),
-        (1000, 989, 0, 10, 1, 5000, 0),
-        (1000, 990, 0, 10, 1, 5000, 0),
-        (1000, 1200, 0, 3, 1, 10, 0),
-        (1000, 0, 0, 10, 1, 5000, 64),  # a stream holds its first step of the cap
-        (1000, 0, 0, 10, 3, 5000, 64),
-        (1000, 900, 0, 10, 1, 5000, 200),  # a step larger than the cap holds the cap
-        (10**15, 10**14, 0, 7, 3, 10**13, 0),  # past Lua's exponent printing: still exact integers
+        (1000, 0, 0, 10, X1, 100, 0),
+        (1000, 0, 0, 10, X1, 5000, 0),
+        (1000, 400, 300, 10, X2, 5000, 0),
+        (1000, 980, 0, 10, X1, 5000, 0),
+        (1000, 989, 0, 10, X1, 5000, 0),
+        (1000, 990, 0, 10, X1, 5000, 0),
+        (1000, 1200, 0, 3, X1, 10, 0),
+        (1000, 0, 0, 10, X1, 5000, 64),  # a stream holds its first step of the cap
+        (1000, 0, 0, 10, X3, 5000, 64),
+        (1000, 900, 0, 10, X1, 5000, 200),  # a step larger than the cap holds the cap
+        (10**15, 10**14, 0, 7, X3, 10**13, 0),  # past Lua's exponent printing: still exact integers
+        (10**15, 0, 0, 7, 1, 10**18, 0),  # the cap's own ceiling (pricing.MAX_COMPLETION_UNITS)
+        (1000, 0, 0, 10, 3_000, 5000, 0),  # fractional: 0.3 per completion token
+        (1000, 989, 0, 10, 3_000, 5000, 0),  # one billed token left pays for 3 at 0.3
+        (1000, 0, 0, 10, 1, 10**7, 0),  # 0.0001
+        (1000, 0, 0, 10, 2_500, 32_768, 2049),  # a step of 512.25 billed tokens is held as 513
+        (1000, 0, 0, 10, 10**7, 5000, 0),  # 1000x
+        (10**12, 10**11, 0, 123_457, 3_333, 400_000, 0),
     ],
 )
 def test_script_admits_exactly_as_the_pure_rule(redis, quota_, used, held, prompt_cost, multiplier, wanted, upfront):
@@ -63,6 +75,23 @@ def test_script_admits_exactly_as_the_pure_rule(redis, quota_, used, held, promp
         assert decision.status == quota.ADMITTED
         assert decision.admission == expected
         assert state(redis)["held"] == held + expected.amount
+
+
+def test_script_and_pure_rule_agree_on_random_asks(redis):
+    """The Lua arithmetic (doubles) and pricing.admit (Python integers) over random balances,
+    fractional multipliers, caps and steps, up to the largest values admission takes."""
+    rng = random.Random(7)
+    for i in range(1500):
+        free = rng.choice([rng.randint(-100, 100), rng.randint(0, 10**6), rng.randint(0, 10**15)])
+        multiplier = rng.choice([1, X1, rng.randint(1, 3 * UNIT), rng.randint(1, 1000 * UNIT), rng.randint(1, 10**9)])
+        prompt_cost = rng.choice([0, rng.randint(0, 1000), rng.randint(0, max(0, free))])
+        wanted = rng.choice([1, rng.randint(1, 400_000), rng.randint(1, 10**18)])
+        upfront = rng.choice([0, 0, rng.randint(1, 4096)])
+        quota_ = 2 * 10**15  # Lua numbers are doubles: balances are exact below 2**53 (9e15)
+        a = ask(prompt_cost, multiplier, wanted, upfront=upfront)
+        decision = quota.admit(redis, P, 1000 + i, "r", a, loader((quota_, quota_ - free)), 0)
+        expected = pricing.admit(free, prompt_cost, multiplier, wanted, upfront)
+        assert decision.admission == expected, (free, prompt_cost, multiplier, wanted, upfront)
 
 
 def test_live_state_is_loaded_once_and_then_kept_in_redis(redis):

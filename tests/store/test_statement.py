@@ -6,35 +6,60 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from datetime import date
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
-from app.billing import key_statement, reconcile
+from app.billing import key_statement, pricing, reconcile
 from app.billing.key_statement import Charge, DayTotal, Multipliers
+from app.billing.pricing import TokenCounts
 from app.extensions import db
 from app.models import ModelRoute, UsageRecord
+from app.models.multiplier import parse_multiplier
+from app.routing import catalog
 from app.store.statement import chart
 from tests.api.helpers import chat_body, open_raw_stream
 from tests.conftest import wait_until
 from tests.shop import csrf_token, follow_paypal_return, reload, start_purchase
 
 
+def _m(prompt: str, hit: str, completion: str) -> Multipliers:
+    return Multipliers(parse_multiplier(prompt), parse_multiplier(hit, allow_zero=True), parse_multiplier(completion))
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize(
     ("prompt", "hit", "completion", "billed", "multipliers", "formula", "adds_up"),
     [
-        (1200, 1000, 350, 1550, Multipliers(1, 1), "1,200 × 1 + 350 × 1 = 1,550", True),
-        (1200, 0, 350, 3100, Multipliers(2, 2), "1,200 × 2 + 350 × 2 = 3,100", True),
-        (10, 0, 0, 10, Multipliers(1, 3), "10 × 1 + 0 × 3 = 10", True),
-        (1200, 0, 350, 900, Multipliers(1, 1), "1,200 × 1 + 350 × 1 = 1,550", False),  # cut at its hold
+        (1200, 1000, 350, 1550, _m("1", "1", "1"), "200 × 1 + 1,000 × 1 + 350 × 1 = 1,550", True),
+        (1200, 1000, 350, 920, _m("1", "0.02", "2"), "200 × 1 + 1,000 × 0.02 + 350 × 2 = 920", True),
+        (1200, 0, 350, 3100, _m("2", "2", "2"), "1,200 × 2 + 0 × 2 + 350 × 2 = 3,100", True),
+        (10, 0, 0, 10, _m("1", "1", "3"), "10 × 1 + 0 × 1 + 0 × 3 = 10", True),
+        (1200, 0, 350, 900, _m("1", "1", "1"), "1,200 × 1 + 0 × 1 + 350 × 1 = 1,550", False),  # cut at its hold
+        # the sum is exact, then rounded up once
+        (134, 33, 10, 112, _m("1", "0.02", "1"), "101 × 1 + 33 × 0.02 + 10 × 1 = 111.66 → 112", True),
+        (1, 1, 0, 1, _m("1", "0.0001", "1"), "0 × 1 + 1 × 0.0001 + 0 × 1 = 0.0001 → 1", True),
+        (
+            10_000,
+            9_000,
+            500,
+            3_601,
+            _m("2", "0.0667", "2"),
+            "1,000 × 2 + 9,000 × 0.0667 + 500 × 2 = 3,600.3 → 3,601",
+            True,
+        ),
+        (0, 0, 0, 0, _m("1", "0.02", "1"), "0 × 1 + 0 × 0.02 + 0 × 1 = 0", True),
     ],
 )
 def test_the_arithmetic_of_a_charge(prompt, hit, completion, billed, multipliers, formula, adds_up):
     charge = Charge(prompt, hit, completion, 0, billed, multipliers)
     assert charge.formula() == formula and charge.adds_up is adds_up
     assert charge.cache_miss == prompt - hit
+    assert _formula_total(formula) == charge.expected
 
 
 @pytest.mark.unit
@@ -76,12 +101,14 @@ def test_the_statement_adds_up_to_the_ledger_for_every_way_a_key_is_used(
     page = follow_paypal_return(client, paypal, order).get_data(as_text=True)
     key = re.search(r"sk-gateway-\w+", page).group(0)
     key_id = reload(order).api_key_id
-    db.session.execute(db.update(ModelRoute).filter_by(public_id="deepseek-v4-pro").values(completion_multiplier=3))
+    # Fractional multipliers: the pro route's seeded 2 / 0.0667 (cache hits), and 2.5 for completion.
+    pro_route = db.update(ModelRoute).filter_by(public_id="deepseek-v4-pro")
+    db.session.execute(pro_route.values(completion_multiplier_e4=25_000))
     db.session.commit()
     auth = {"Authorization": f"Bearer {key}"}
 
     assert client.post("/v1/chat/completions", json=chat_body(content="one"), headers=auth).status_code == 200
-    pro = chat_body(content="two", model="deepseek-v4-pro", fake={"reasoning": 4})
+    pro = chat_body(content="two " * 400, model="deepseek-v4-pro", fake={"reasoning": 4, "cache_hit_tokens": 300})
     assert client.post("/v1/chat/completions", json=pro, headers=auth).status_code == 200
     assert b"[DONE]" in client.post("/v1/chat/completions", json=chat_body(stream=True), headers=auth).get_data()
     fake.script(status=500)
@@ -117,13 +144,15 @@ def test_the_statement_adds_up_to_the_ledger_for_every_way_a_key_is_used(
     assert "Stopped by the client" in html and "Upstream error" in html and "Completed" in html
     pro_record = next(r for r in records if r.model == "deepseek-v4-pro")
     assert pro_record.reasoning_tokens == 4
-    route = db.session.execute(db.select(ModelRoute).filter_by(public_id="deepseek-v4-pro")).scalar_one()
-    pm = route.prompt_multiplier
-    assert pro_record.billed_tokens == pro_record.prompt_tokens * pm + pro_record.completion_tokens * 3
+    assert pro_record.cached_tokens == 300
+    miss, completion = pro_record.prompt_tokens - 300, pro_record.completion_tokens
+    exact = miss * 2 + 300 * Fraction("0.0667") + completion * Fraction("2.5")
+    assert pro_record.billed_tokens == math.ceil(exact) and exact != math.ceil(exact)
     expected = (
-        f"{pro_record.prompt_tokens:,} × {pm} + {pro_record.completion_tokens:,} × 3 = {pro_record.billed_tokens:,}"
+        f"{miss:,} × 2 + 300 × 0.0667 + {completion:,} × 2.5 = {Decimal(exact.numerator) / exact.denominator:,} "
+        f"→ {pro_record.billed_tokens:,}"
     )
-    assert expected in html
+    assert html.count(expected) == 1
     assert "+2,000,000" in html and "Refund" in html
 
     # the CSV: the same requests and changes; its charges add up to the ledger
@@ -140,15 +169,26 @@ def test_the_statement_adds_up_to_the_ledger_for_every_way_a_key_is_used(
     assert sum(d["billed_tokens"] for d in usage["daily"]) == ledger_billed
     assert sum(d["requests"] for d in usage["daily"]) == 5
     done = [r for r in usage["requests"] if r["outcome"] == "done"]
-    assert all(
-        r["formula"] and r["billed_tokens"] == int(r["formula"].rsplit("= ", 1)[1].replace(",", "")) for r in done
+    assert all(r["formula"] and r["billed_tokens"] == _formula_total(r["formula"]) for r in done)
+    (pro_json,) = [r for r in done if r["model"] == "deepseek-v4-pro"]
+    assert (pro_json["prompt_cache_hit_tokens"], pro_json["prompt_cache_miss_tokens"]) == (300, miss)
+    assert (pro_json["prompt_multiplier"], pro_json["cache_hit_multiplier"], pro_json["completion_multiplier"]) == (
+        "2",
+        "0.0667",
+        "2.5",
     )
+    assert Decimal(pro_json["billed_exact"]) == Decimal(exact.numerator) / exact.denominator
     assert [c["kind"] for c in usage["quota_changes"]] == ["purchase", "refund"]
 
     # forgetting the key ends the page's access to it
     client.post("/balance/forget", data={"csrf_token": csrf_token(client, "/balance")})
     assert client.get("/balance/statement").status_code == 302
     assert client.get("/balance/statement.csv").status_code == 302
+
+
+def _formula_total(formula: str) -> int:
+    """The whole tokens a formula ends with: `... = 920` or `... = 110.66 → 111`."""
+    return int(re.split("[=→]", formula)[-1].replace(",", ""))
 
 
 def test_a_wrong_key_gets_a_readable_error_and_the_api_a_json_401(client):
@@ -183,3 +223,27 @@ def test_a_redeemed_gift_code_is_in_the_statement(client, make_key):
     assert (change.kind, change.tokens, change.reference) == ("gift_code", 3_000_000, code[:7])
     html = _open_statement(client, key).get_data(as_text=True)
     assert "Gift code" in html and "+3,000,000" in html and code not in html
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_worked_example_is_charged_as_a_request_is(client, make_key, lang):
+    """The explanation's example, for every model and in both languages, shows the bill that
+    pricing.billed_tokens gives for its counts and the formula the statement shows for a request."""
+    catalog.set_route("deepseek-v4-flash", completion_multiplier=parse_multiplier("1.5"))
+    _, key = make_key(1_000)
+    _open_statement(client, key)
+    html = client.get(f"/balance/statement?lang={lang}").get_data(as_text=True)
+    shown = dict(re.findall(r'<p class="example" data-model="([^"]+)">(.*?)</p>', html, re.S))
+    multipliers = key_statement.current_multipliers()
+    assert set(shown) == set(multipliers) == {"deepseek-v4-flash", "deepseek-v4-pro"}
+    counts = TokenCounts(prompt=10_000, cache_hit=9_000, completion=500)
+    for model, m in multipliers.items():
+        billed = pricing.billed_tokens(counts, m)
+        text = shown[model].replace("&amp;", "&")
+        assert f"{billed:,}" in text
+        assert Charge(10_000, 9_000, 500, 0, billed, m).formula() in text
+    # flash: 1,000 misses x 1 + 9,000 hits x 0.02 + 500 x 1.5 = 1,930; pro: 2,000 + 600.3 + 1,000 -> 3,601
+    assert "1,000 × 1 + 9,000 × 0.02 + 500 × 1.5 = 1,930" in shown["deepseek-v4-flash"]
+    assert "1,000 × 2 + 9,000 × 0.0667 + 500 × 2 = 3,600.3 → 3,601" in shown["deepseek-v4-pro"]
+    if lang == "zh":
+        assert "缓存命中" in shown["deepseek-v4-pro"]

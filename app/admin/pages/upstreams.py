@@ -17,6 +17,7 @@ from app.admin.blueprint import bp
 from app.admin.forms import RouteForm, UpstreamForm
 from app.extensions import db
 from app.models import ModelRoute, Upstream, utcnow
+from app.models.multiplier import format_multiplier
 from app.models.upstream import cents_text
 from app.routing import catalog
 
@@ -111,6 +112,9 @@ def _route_form(route: ModelRoute | None) -> RouteForm:
     if route is not None and request.method == "GET":
         form = RouteForm(obj=route)
         form.upstream.data = route.upstream.name
+        form.prompt_multiplier.data = route.prompt_multiplier_e4
+        form.cache_hit_multiplier.data = route.cache_hit_multiplier_e4
+        form.completion_multiplier.data = route.completion_multiplier_e4
         form.extra_body.data = _pretty(route.extra_body)
     else:
         form = RouteForm()
@@ -143,6 +147,7 @@ def _save_route(route: ModelRoute | None) -> Any:
         upstream_name=form.upstream.data,
         extra_body=form.extra_body_value,
         prompt_multiplier=form.prompt_multiplier.data,
+        cache_hit_multiplier=form.cache_hit_multiplier.data,
         completion_multiplier=form.completion_multiplier.data,
         enabled=bool(form.enabled.data),
     )
@@ -152,8 +157,9 @@ def _save_route(route: ModelRoute | None) -> Any:
         f"route:{saved.public_id}",
         upstream=form.upstream.data,
         upstream_model=saved.upstream_model,
-        prompt_multiplier=saved.prompt_multiplier,
-        completion_multiplier=saved.completion_multiplier,
+        prompt_multiplier=format_multiplier(saved.prompt_multiplier_e4),
+        cache_hit_multiplier=format_multiplier(saved.cache_hit_multiplier_e4),
+        completion_multiplier=format_multiplier(saved.completion_multiplier_e4),
         extra_body=saved.extra_body,
         enabled=saved.enabled,
     )
