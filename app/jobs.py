@@ -24,6 +24,7 @@ EMAIL_REPLACEMENT_KEY = "email.send_replacement_key"
 EMAIL_GIFT_KEY = "email.send_gift_key"
 EMAIL_UPSTREAM_ALERT = "email.send_upstream_alert"
 POOL_PROBE = "pool.probe"
+EMAIL_LOW_BALANCE = "email.send_low_balance"
 
 # Task name -> the service function its worker task wraps, for embedded mode.
 SERVICES = {
@@ -38,6 +39,7 @@ SERVICES = {
     EMAIL_GIFT_KEY: "app.orders.delivery:send_gift_key",
     EMAIL_UPSTREAM_ALERT: "app.orders.delivery:send_upstream_alert",
     POOL_PROBE: "app.routing.probe:probe_upstreams",
+    EMAIL_LOW_BALANCE: "app.orders.delivery:send_low_balance_email",
 }
 TASK_NAMES = tuple(SERVICES)
 
@@ -107,3 +109,8 @@ def enqueue_upstream_alert(upstream_id: int, kind: str, event: str) -> None:
     """Email every admin about an upstream account: "disabled" (taken out after a 401/402) or
     "low_balance". Ids only: the task payload never holds a key or the upstream's reason text."""
     _send(EMAIL_UPSTREAM_ALERT, upstream_id, kind, event)
+
+
+def enqueue_low_balance_email(key_id: int, quota: int) -> None:
+    """The low-balance email of a key whose alert was claimed at `quota` (plain ids, no secrets)."""
+    _send(EMAIL_LOW_BALANCE, key_id, quota)

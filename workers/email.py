@@ -41,3 +41,8 @@ def send_gift_key(key_id: int, key_ciphertext: str, locale: str, site: str | Non
 @shared_task(name="email.send_upstream_alert", **_RETRY)
 def send_upstream_alert(upstream_id: int, kind: str, event: str) -> None:
     delivery.send_upstream_alert(upstream_id, kind, event)
+
+
+@shared_task(name="email.send_low_balance", **_RETRY)
+def send_low_balance_email(key_id: int, quota: int) -> None:
+    delivery.send_low_balance_email(key_id, quota)

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
 
-from app.billing import ledger, quota, spool
+from app.billing import ledger, low_balance, quota, spool
 from app.billing.scripts import INT, NOW, Script
 from app.extensions import db, get_redis
 
@@ -189,6 +190,17 @@ def _write_and_ack(redis: Any, prefix: str, entries: dict[bytes, bytes]) -> None
     for request_id in result.rejected:
         log.error("usage record %s cannot be written to SQL; kept in %s", request_id, quota.dead_letter_key(prefix))
     _ack(redis, prefix, records, result)
+    _alert_low_balances(result.used)
+
+
+def _alert_low_balances(key_ids: Iterable[int]) -> None:
+    # Here, where the usage has just reached SQL, rather than in the relay: no SQL or mail on the
+    # request path. A failure only delays the alert to the key's next drain, never the usage.
+    try:
+        low_balance.alert_low_keys(key_ids)
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.warning("low-balance alerts not checked for this batch", exc_info=True)
 
 
 def _ack(redis: Any, prefix: str, records: Sequence[dict[str, Any]], result: ledger.BatchResult) -> None:

@@ -31,6 +31,13 @@ class ApiKey(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The optional low-balance email (app.billing.low_balance): where and in which language, or
+    # None for no email. alerted_quota is the quota whose alert was claimed (a top-up raises the
+    # quota above it, re-arming the alert); emailed_quota the one whose email reached SMTP.
+    low_balance_email: Mapped[str | None] = mapped_column(String(254))
+    low_balance_locale: Mapped[str] = mapped_column(String(8), default="en")
+    low_balance_alerted_quota: Mapped[int | None] = mapped_column(BigInteger)
+    low_balance_emailed_quota: Mapped[int | None] = mapped_column(BigInteger)
 
     @property
     def tokens_remaining(self) -> int:

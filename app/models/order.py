@@ -53,6 +53,8 @@ class Order(db.Model):
     site_url: Mapped[str | None] = mapped_column(String(255))  # the address the buyer used, for links
     # The new key, encrypted, kept only until the buyer's page and the email have used it.
     key_ciphertext: Mapped[str | None] = mapped_column(Text)
+    # The buyer ticked "email me when the balance runs low": set on the key at fulfilment.
+    low_balance_alert: Mapped[bool] = mapped_column(Boolean, default=False)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     note: Mapped[str] = mapped_column(String(500), default="")
     tokens_revoked: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,5 +1,5 @@
 """The storefront's emails: the new key or top-up receipt, the lost-key link, the replacement key,
-the key a gift code bought.
+the key a gift code bought, the low-balance alert.
 
 Each is sent by a worker task that may be retried: a short Redis lock stops two copies of the
 same task from sending at once, and a record of the successful send (Order.emailed_at, or a
@@ -21,6 +21,7 @@ from flask_babel import force_locale
 from flask_babel import lazy_gettext as _l
 
 from app import mailer, secretbox
+from app.billing import low_balance
 from app.billing.key_format import display_prefix
 from app.billing.statements import remaining_tokens
 from app.extensions import db, get_redis
@@ -83,6 +84,7 @@ SUBJECTS = {
     "gift_key": _l("Your %(app_name)s API key from a gift code"),
     "upstream_disabled": _l("%(app_name)s: upstream %(name)s was taken out of service"),
     "upstream_low_balance": _l("%(app_name)s: upstream %(name)s is running low"),
+    "low_balance": _l("Your %(app_name)s key %(key_prefix)s is running low"),
 }
 
 
@@ -220,3 +222,39 @@ def _is_alert_due(upstream: Upstream, kind: str) -> bool:
 def _upstream_message(upstream: Upstream, kind: str, to: str, message_id: str) -> EmailMessage:
     locale = current_app.config.get("BABEL_DEFAULT_LOCALE") or "en"
     return _message(f"upstream_{kind}", locale, to, message_id, None, upstream=upstream, name=upstream.name)
+
+
+def send_low_balance_email(key_id: int, quota: int) -> bool:
+    """The low-balance email of a key whose alert was claimed at `quota` (app.billing.low_balance),
+    once: low_balance_emailed_quota records the send, so a retried or repeated task sends nothing
+    more. Nothing is sent when the buyer opted out or topped up meanwhile. True if sent now."""
+    key = db.session.get(ApiKey, key_id)
+    settings = _settings()
+    if key is None or not low_balance.is_email_due(key, quota) or settings is None:
+        return False
+    with _sending(f"low_balance:{key_id}:{quota}") as may_send:
+        db.session.refresh(key)
+        if not may_send or not low_balance.is_email_due(key, quota):
+            return False
+        mailer.send(_low_balance_message(key, quota), settings)
+        low_balance.record_emailed(key_id, quota)
+    log.info("key %s: low-balance email sent", key_id)
+    return True
+
+
+def _low_balance_message(key: ApiKey, quota: int) -> EmailMessage:
+    # The key has no address of its own: links follow the one its latest order was made on.
+    site = db.session.execute(
+        db.select(Order.site_url).where(Order.api_key_id == key.id).order_by(Order.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    return _message(
+        "low_balance",
+        key.low_balance_locale,
+        key.low_balance_email or "",
+        f"<low-balance-{key.id}-{quota}@{_domain()}>",
+        site,
+        key_prefix=key.prefix,
+        remaining=remaining_tokens(key),
+        quota=quota,
+        topup_url=f"{site_url(site)}/topup",
+    )
