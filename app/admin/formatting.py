@@ -41,6 +41,14 @@ def percent(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
+def share(part: int, whole: int) -> str:
+    """`part` of `whole` as a percentage to one decimal, rounded half up in integers ("87.5%")."""
+    if whole <= 0:
+        return "–"
+    tenths = (part * 1000 * 2 + whole) // (whole * 2)
+    return f"{tenths // 10}.{tenths % 10}%"
+
+
 def when(value: datetime | None, with_seconds: bool = False) -> str:
     if value is None:
         return "–"
@@ -70,4 +78,5 @@ def namespace() -> SimpleNamespace:
         seconds=seconds,
         cents_decimal=cents_to_decimal,
         multiplier=format_multiplier,
+        share=share,
     )

@@ -277,3 +277,26 @@ def model_breakdown(since: datetime, key_id: int | None = None) -> list[tuple[st
         stmt = stmt.where(UsageRecord.api_key_id == key_id)
     rows = db.session.execute(stmt).all()
     return [(model, int(n), int(tokens or 0)) for model, n, tokens in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHits:
+    """Prompt tokens and the part of them DeepSeek served from its cache (billed at the route's
+    cache-hit multiplier), for one model or, with model None, all of them."""
+
+    model: str | None
+    prompt: int
+    cache_hit: int
+
+
+def cache_hits(since: datetime) -> list[CacheHits]:
+    """All models first, then each model by name; requests without an upstream count have no hits."""
+    stmt = (
+        db.select(UsageRecord.model, func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.cached_tokens))
+        .where(UsageRecord.created_at >= since)
+        .group_by(UsageRecord.model)
+        .order_by(UsageRecord.model)
+    )
+    per_model = [CacheHits(model, int(p or 0), int(h or 0)) for model, p, h in db.session.execute(stmt).all()]
+    overall = CacheHits(None, sum(c.prompt for c in per_model), sum(c.cache_hit for c in per_model))
+    return [overall, *per_model]

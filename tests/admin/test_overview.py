@@ -6,7 +6,10 @@ import re
 import uuid
 from datetime import timedelta
 
-from app.admin import queries
+import flask_babel
+import pytest
+
+from app.admin import formatting, queries
 from app.extensions import db
 from app.models import Order, Plan, utcnow
 from tests.admin.conftest import add_usage
@@ -103,3 +106,43 @@ def test_overview_page_shows_the_numbers_and_local_charts_only(admin, make_key):
     assert error_rate > 0 and f"{error_rate * 100:.1f}%" in page
     assert page.count('<svg class="chart-svg') == 3 and "<script>" not in page
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing loaded from elsewhere
+
+
+def test_cache_hit_share_of_prompt_tokens_overall_and_per_model(admin, make_key):
+    now = utcnow()
+    row, _ = make_key()
+    for model, prompt, hits, age in (
+        ("deepseek-v4-flash", 10_000, 9_000, timedelta(hours=1)),
+        ("deepseek-v4-flash", 2_000, 0, timedelta(days=3)),  # no count from the upstream: all misses
+        ("deepseek-v4-pro", 3_000, 1_000, timedelta(days=2)),
+        ("deepseek-v4-pro", 5_000, 5_000, timedelta(days=31)),  # outside both windows
+    ):
+        add_usage(row.id, model=model, prompt_tokens=prompt, cached_tokens=hits, created_at=now - age)
+    day = {c.model: (c.prompt, c.cache_hit) for c in queries.cache_hits(now - timedelta(hours=24))}
+    month = {c.model: (c.prompt, c.cache_hit) for c in queries.cache_hits(now - timedelta(days=30))}
+    assert day == {None: (10_000, 9_000), "deepseek-v4-flash": (10_000, 9_000)}
+    assert month == {None: (15_000, 10_000), "deepseek-v4-flash": (12_000, 9_000), "deepseek-v4-pro": (3_000, 1_000)}
+
+    page = admin.get("/admin/").text
+    rows = dict(re.findall(r'<tr data-model="([^"]*)">(.*?)</tr>', page, re.S))
+    assert "90.0%" in rows[""] and "66.7%" in rows[""] and "10,000 / 15,000" in rows[""]
+    assert "90.0%" in rows["deepseek-v4-flash"] and "75.0%" in rows["deepseek-v4-flash"]
+    assert "33.3%" in rows["deepseek-v4-pro"] and "–" in rows["deepseek-v4-pro"]  # idle for the last day
+    flask_babel.refresh()  # the test's app context caches the locale (see test_i18n)
+    assert "缓存命中" in admin.get("/admin/?lang=zh").text
+
+
+@pytest.mark.parametrize(
+    ("part", "whole", "text"),
+    [
+        (9, 10, "90.0%"),
+        (1, 3, "33.3%"),
+        (2, 3, "66.7%"),
+        (1, 2000, "0.1%"),
+        (1, 2001, "0.0%"),
+        (0, 0, "–"),
+        (5, 5, "100.0%"),
+    ],
+)
+def test_a_share_is_shown_to_a_tenth_of_a_percent(part, whole, text):
+    assert formatting.share(part, whole) == text

@@ -52,6 +52,12 @@ def _revenue_chart(now: datetime, currency: str) -> Markup:
     )
 
 
+def _cache_hits(now: datetime) -> list[tuple[str | None, queries.CacheHits | None, queries.CacheHits]]:
+    """(model, last 24 hours, last 30 days): all models first; a model idle for a day has no 24-hour row."""
+    day = {c.model: c for c in queries.cache_hits(now - timedelta(hours=24))}
+    return [(c.model, day.get(c.model), c) for c in queries.cache_hits(now - timedelta(days=30))]
+
+
 @bp.get("/")
 def overview() -> str:
     now = utcnow()
@@ -66,6 +72,7 @@ def overview() -> str:
         health=health,
         checks={h.upstream.id: services.last_check(h.upstream.id) for h in health},
         models=queries.model_breakdown(now - timedelta(hours=24)),
+        cache_hits=_cache_hits(now),
         revenue_chart=_revenue_chart(now, currency),
         **_traffic_charts(now),
     )
