@@ -92,7 +92,7 @@ def register_blueprints(app: Flask) -> None:
     from app.api.views import bp as api_bp
     from app.auth.views import bp as auth_bp
     from app.extensions import csrf
-    from app.store import statement  # noqa: F401 - its pages register on the store blueprint
+    from app.store import alerts, statement  # noqa: F401 - their pages register on the store blueprint
     from app.store.views import bp as store_bp
 
     csrf.exempt(api_bp)  # bearer-key API: no cookies, so no CSRF

@@ -59,8 +59,11 @@ def _key_to_top_up(key_text: str) -> ApiKey:
     return row
 
 
-def start(plan_id: int, email: str, *, key_text: str | None = None, locale: str = "en") -> Started:
-    """Record the order, then create it at PayPal. Raises CheckoutError; nothing is charged yet."""
+def start(
+    plan_id: int, email: str, *, key_text: str | None = None, locale: str = "en", low_balance_alert: bool = False
+) -> Started:
+    """Record the order, then create it at PayPal. Raises CheckoutError; nothing is charged yet.
+    `low_balance_alert`: the buyer asked for the low-balance email, turned on once paid."""
     plan = get_active_plan(plan_id)
     if plan is None:
         raise CheckoutError("plan")
@@ -78,6 +81,7 @@ def start(plan_id: int, email: str, *, key_text: str | None = None, locale: str 
         status=OrderStatus.CREATED,
         locale=locale,
         site_url=site_url(),
+        low_balance_alert=low_balance_alert,
     )
     db.session.add(order)
     db.session.commit()

@@ -20,7 +20,7 @@ from sqlalchemy import case, or_
 from sqlalchemy.exc import IntegrityError
 
 from app import jobs, secretbox
-from app.billing import key_lifecycle
+from app.billing import key_lifecycle, low_balance
 from app.extensions import db
 from app.models import ApiKey, Order, utcnow
 from app.models.order import Refund
@@ -84,6 +84,8 @@ def _fulfil_once(order_id: int, capture_id: str | None, allowed: tuple[str, ...]
         return False
     order = db.session.get(Order, order_id, populate_existing=True)
     key = _credit(order, now)
+    if order.low_balance_alert:
+        low_balance.subscribe(key.id, order.email, order.locale, commit=False)
     db.session.commit()  # the status change and the tokens land together, or neither does
     log.info("order %s fulfilled: %s tokens on key #%s", order.public_id, order.tokens, key.id)
     jobs.enqueue_order_email(order.id)

@@ -82,10 +82,14 @@ def open_statement() -> Any:
 
 @bp.get("/balance/statement")
 def statement() -> Any:
-    row = _remembered_key()
+    row = remembered_key()
     if row is None:
         return redirect(url_for("store.check_balance"))
-    page = _page_number(request.args.get("page"))
+    return statement_page(row, _page_number(request.args.get("page")), alert_saved=request.args.get("saved"))
+
+
+def statement_page(row: ApiKey, page: int = 1, status: int = 200, **extra: Any) -> Response:
+    """The statement of `row`; `extra` goes to the template (the low-balance form's state, alerts.py)."""
     lines, older = key_statement.requests_page(row.id, page)
     today = utcnow().date()
     html = render_template(
@@ -97,13 +101,15 @@ def statement() -> Any:
         older=older,
         changes=key_statement.quota_changes(row.id),
         examples=examples(key_statement.current_multipliers()),
+        key=row,
+        **extra,
     )
-    return _no_store(html)
+    return _no_store(html, status)
 
 
 @bp.get("/balance/statement.csv")
 def statement_csv() -> Any:
-    row = _remembered_key()
+    row = remembered_key()
     if row is None:
         return redirect(url_for("store.check_balance"))
     response = Response(key_statement.csv_text(row.id), mimetype="text/csv")
@@ -118,7 +124,7 @@ def forget_statement() -> Any:
     return redirect(url_for("store.check_balance"), code=303)
 
 
-def _remembered_key() -> ApiKey | None:
+def remembered_key() -> ApiKey | None:
     key_id = session.get(_SESSION_KEY)
     return db.session.get(ApiKey, key_id) if isinstance(key_id, int) else None
 

@@ -26,7 +26,7 @@ from app.orders.plans import active_plans, display_name, get_active_plan, model_
 from app.orders.status import OrderStatus
 from app.security import content_security_policy, page_headers
 from app.site import site_url
-from app.store import balance, status
+from app.store import balance, forms, status
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ _CHECKOUT_ERRORS = {
     "key_revoked": _l("That key has been revoked and cannot be topped up. Buy a new key instead."),
     "paypal": _l("PayPal could not be reached just now. Nothing was charged; please try again in a minute."),
     "paypal_config": _l("Payments are not set up on this site yet. Nothing was charged."),
+    "low_balance": _l("The low-balance email box can only be ticked or left empty. Please try again."),
 }
 
 
@@ -129,10 +130,15 @@ def start_checkout() -> Any:
     email = request.form.get("email", "")
     is_topup = request.form.get("kind") == "topup"
     try:
+        alert = forms.is_ticked(request.form.getlist("low_balance_alert"), "low_balance")
         started = checkout.start(
-            plan_id, email, key_text=request.form.get("key", "") if is_topup else None, locale=locale()
+            plan_id,
+            email,
+            key_text=request.form.get("key", "") if is_topup else None,
+            locale=locale(),
+            low_balance_alert=alert,
         )
-    except checkout.CheckoutError as exc:
+    except (checkout.CheckoutError, forms.BadField) as exc:
         return _checkout_form_again(plan_id, email, is_topup, str(_CHECKOUT_ERRORS[exc.code]))
     owned = [*session.get(_OWNED, [])[-9:], started.order.public_id]
     session[_OWNED] = owned
@@ -140,13 +146,17 @@ def start_checkout() -> Any:
 
 
 def _checkout_form_again(plan_id: int, email: str, is_topup: bool, error: str) -> tuple[str, int]:
+    # The box stays ticked when something else was wrong, so that nothing the buyer chose is lost.
+    alert = request.form.get("low_balance_alert", "").strip().lower() in forms.TICKED
     if is_topup:
-        page = render_template("store/topup.html", plans=active_plans(), selected=plan_id, email=email, error=error)
+        page = render_template(
+            "store/topup.html", plans=active_plans(), selected=plan_id, email=email, error=error, alert=alert
+        )
         return page, 400
     plan = get_active_plan(plan_id)
     if plan is None:
         return render_template("store/index.html", plans=active_plans(), multipliers={}, error=error), 400
-    return render_template("store/buy.html", plan=plan, email=email, error=error), 400
+    return render_template("store/buy.html", plan=plan, email=email, error=error, alert=alert), 400
 
 
 def _order_or_404(public_id: str) -> Order:

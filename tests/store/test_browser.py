@@ -105,3 +105,25 @@ def test_the_statement_reads_on_a_phone(app: Any, live_server: Any, browser: Bro
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the table scrolls in its box
     page.screenshot(path=str(SHOTS / "statement-en.png"), full_page=True)
     page.close()
+
+
+def test_the_low_balance_email_is_turned_on_from_a_phone_in_chinese(
+    app: Any, live_server: Any, browser: Browser, make_key: Any
+) -> None:
+    _, key = make_key(1_000_000, email="buyer@example.com")
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/balance?lang=zh")
+    page.get_by_label("你的 API 密钥").fill(key)
+    page.get_by_role("button", name="查询").click()
+    page.wait_for_url(f"{live_server.url}/balance/statement")
+    page.get_by_label("这个密钥剩余 tokens 不足 10% 时给我发邮件，附上充值链接").check()
+    page.get_by_role("button", name="保存").click()
+    page.wait_for_url(f"{live_server.url}/balance/statement?saved=1#low-balance")
+    assert page.get_by_text("已保存。").is_visible()
+    assert page.get_by_text(
+        "已开启：这个密钥剩余 tokens 不足 10% 时，我们会给 b***@example.com 发一封邮件"
+    ).is_visible()
+    assert key not in page.content() and key not in page.url
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(SHOTS / "low-balance-zh.png"), full_page=True)
+    page.close()
