@@ -1,7 +1,8 @@
 """A real SMTP server for tests: aiosmtpd's Controller on 127.0.0.1, collecting messages.
 
 aiosmtpd cannot start on port 0 (its start-up self-connection goes to port 0), so a free port
-is picked first. `fail_next(n)` answers the next n messages with a temporary 451 error.
+is picked first. `fail_next(n)` answers the next n messages with a temporary 451 error, and
+`refuse_to(address)` every message to that address until `reset()`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ class CollectingHandler:
         self.envelopes: list[tuple[str, list[str]]] = []
         self.failures_left = 0
         self.refused = 0
+        self.refused_addresses: set[str] = set()
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
         with self.lock:
-            if self.failures_left > 0:
-                self.failures_left -= 1
+            refused_address = bool(self.refused_addresses & set(envelope.rcpt_tos))
+            if self.failures_left > 0 or refused_address:
+                self.failures_left -= 0 if refused_address else 1
                 self.refused += 1
                 return "451 4.3.0 Temporary failure, try again later"
             self.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
@@ -65,9 +68,14 @@ class SmtpSink:
             self.handler.envelopes.clear()
             self.handler.failures_left = 0
             self.handler.refused = 0
+            self.handler.refused_addresses.clear()
 
     def fail_next(self, count: int) -> None:
         self.handler.failures_left = count
+
+    def refuse_to(self, address: str) -> None:
+        with self.handler.lock:
+            self.handler.refused_addresses.add(address)
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[EmailMessage]:
         deadline = time.monotonic() + timeout
