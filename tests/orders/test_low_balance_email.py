@@ -57,6 +57,7 @@ def test_one_email_below_a_tenth_none_after_and_one_again_after_a_top_up(client,
     assert f"has {used.tokens_remaining:,} of its 10,000 tokens left: less than 10%." in text
     assert "http://testserver/topup" in text and 'href="http://testserver/topup"' in html_of(message)
     assert key not in text and key not in html_of(message)
+    assert "To stop it, open Check balance" in html_of(message) and "used for a purchase" not in html_of(message)
 
     _use_and_wait(client, redis, key, row.id, 5)
     _use_and_wait(client, redis, key, row.id, 5)
