@@ -50,9 +50,19 @@ def init_logging(app: Flask) -> None:
 
 def init_extensions(app: Flask) -> None:
     from app import i18n
-    from app.extensions import celery_init_app, csrf, db, init_redis, init_relay, login_manager, migrate
+    from app.extensions import (
+        CookieOnlySessionInterface,
+        celery_init_app,
+        csrf,
+        db,
+        init_redis,
+        init_relay,
+        login_manager,
+        migrate,
+    )
     from app.routing.routes import init_routes
 
+    app.session_interface = CookieOnlySessionInterface()
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"), render_as_batch=True)
     login_manager.init_app(app)

@@ -7,6 +7,7 @@ from typing import Any
 import redis
 from celery import Celery, Task
 from flask import Flask, current_app, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -35,6 +36,16 @@ class _LoginManager(LoginManager):
         if request.blueprint in SESSIONLESS_BLUEPRINTS:
             return response
         return super()._update_remember_cookie(response)
+
+
+class CookieOnlySessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building a signing serializer for a request that
+    brings no session cookie (every API call), where it cost about 2% of a /v1 request's CPU."""
+
+    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=_NAMING))
