@@ -60,6 +60,7 @@ def init_extensions(app: Flask) -> None:
         login_manager,
         migrate,
     )
+    from app.routing.health import init_pool_states
     from app.routing.routes import init_routes
 
     app.session_interface = CookieOnlySessionInterface()
@@ -71,6 +72,7 @@ def init_extensions(app: Flask) -> None:
     init_redis(app)
     init_relay(app)
     init_routes(app)
+    init_pool_states(app)
     celery_init_app(app)
 
 

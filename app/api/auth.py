@@ -12,7 +12,7 @@ from app.billing.errors import InvalidKey
 from app.billing.key_format import mask
 from app.billing.key_lookup import KeyInfo
 from app.extensions import get_redis
-from app.routing import routes
+from app.routing import health, routes
 
 
 def presented_key() -> str | None:
@@ -29,16 +29,17 @@ def current_key() -> KeyInfo:
     config = current_app.config
     try:
         prefix = config["BILLING_REDIS_PREFIX"]
-        key, (generation,) = key_lookup.authenticate(
+        key, (generation, pool_epoch) = key_lookup.authenticate(
             get_redis(),
             prefix,
             presented,
             time.time(),
             quota.key_cache_seconds(config),
-            also=(routes.generation_key(prefix),),
+            also=(routes.generation_key(prefix), health.epoch_key(prefix)),
         )
     except InvalidKey as exc:
         raise invalid_key(exc, mask(presented or "")) from None
     # Read with the key, in one round trip; the routes table is reloaded only when it moved.
     g.routes_generation = generation or b"0"  # never bumped yet: generation zero
+    g.pool_epoch = pool_epoch or b"0"
     return key

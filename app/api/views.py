@@ -182,7 +182,16 @@ def _pool_request(route: RouteInfo) -> PoolRequest:
         queue_seconds=config["POOL_QUEUE_SECONDS"],
         trial_seconds=config["RELAY_CONNECT_TIMEOUT"] + config["RELAY_HEADER_TIMEOUT"],
     )
-    return PoolRequest(get_redis(), config["BILLING_REDIS_PREFIX"], route, g.request_id, settings, mark_disabled)
+    return PoolRequest(
+        get_redis(),
+        config["BILLING_REDIS_PREFIX"],
+        route,
+        g.request_id,
+        settings,
+        mark_disabled,
+        epoch=g.get("pool_epoch"),
+        states=current_app.extensions["pool_states"],
+    )
 
 
 def _failover_policy() -> failover.FailoverPolicy:

@@ -47,8 +47,13 @@ class PoolRequest:
         settings: PoolSettings,
         on_disabled: Callable[[int, str], None],
         rand: float | None = None,
+        epoch: Any = None,
+        states: health.StateCache | None = None,
     ) -> None:
+        """`epoch`: the pool state's epoch read with the request's key; with `states`, the
+        accounts' states this process read under it are used instead of reading them again."""
         self.redis, self.prefix, self.route = redis, prefix, route
+        self._epoch, self._states = epoch, states
         self.request_id = request_id
         self.settings = settings
         self.busy = False  # no target was tried because every usable one was full
@@ -71,8 +76,12 @@ class PoolRequest:
 
     def _order(self) -> list[Candidate[TargetInfo]]:
         deadline = time.monotonic() + self.settings.queue_seconds
+        epoch = self._epoch
         while True:
-            candidates = health.candidates(self.redis, self.prefix, self.route.targets, time.time())
+            candidates = health.candidates(
+                self.redis, self.prefix, self.route.targets, time.time(), epoch, self._states
+            )
+            epoch = None  # a second look, while waiting for room, reads the state afresh
             self._candidates = {c.target.upstream_id: c for c in candidates}
             order = attempt_order(candidates, self._rand)
             if order or not is_waiting_for_room(candidates) or time.monotonic() >= deadline:

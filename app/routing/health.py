@@ -6,13 +6,19 @@ Per upstream account:
   {prefix}:up:{id}:leases   sorted set: one member per request in flight, scored by when its lease
                             runs out, so a process that dies mid-request frees its slots by itself
   {prefix}:up:{id}:trial    the one request a half-open breaker lets through
-Reading the state of a route's targets is one round trip; a request that succeeds on a healthy
-account without a limit writes nothing.
+  {prefix}:up:epoch         bumped by every change to any account's state hash
+
+Every request reads the epoch with its key (one MGET, app.api.auth), and a process keeps the
+state hashes it last read (StateCache): while the epoch has not moved they are what Redis holds,
+so the common request reads no state at all. A breaker's open → half-open step needs no write:
+it follows from open_until and the clock. A request that succeeds on a healthy account without a
+limit writes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,21 +52,67 @@ def trial_key(prefix: str, upstream_id: int) -> str:
     return f"{prefix}:up:{upstream_id}:trial"
 
 
-def candidates(redis: Any, prefix: str, targets: Sequence[TargetInfo], now: float) -> list[Candidate[TargetInfo]]:
-    """The targets with their live state, read in one round trip."""
-    if len(targets) == 1 and not targets[0].max_concurrency:  # the common case, without a pipeline's cost
-        replies = iter([redis.hgetall(state_key(prefix, targets[0].upstream_id))])
-    else:
+def epoch_key(prefix: str) -> str:
+    return f"{prefix}:up:epoch"
+
+
+class StateCache:
+    """The account states this process last read, valid while the epoch they were read under is
+    the one Redis holds (one per app: app.extensions["pool_states"])."""
+
+    def __init__(self) -> None:
+        self._epoch: Any = None
+        self._states: dict[int, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, epoch: Any, upstream_ids: Sequence[int]) -> list[dict[str, str]] | None:
+        states = self._states
+        if epoch is None or epoch != self._epoch or any(i not in states for i in upstream_ids):
+            return None
+        return [states[i] for i in upstream_ids]
+
+    def put(self, epoch: Any, states: dict[int, dict[str, str]]) -> None:
+        """States read after `epoch` was: at least as new as it."""
+        if epoch is None:
+            return
+        with self._lock:
+            if epoch != self._epoch:
+                self._epoch, self._states = epoch, {}
+            self._states = {**self._states, **states}
+
+
+def init_pool_states(app: Any) -> None:
+    """One StateCache per app, so that apps in one process never share what they read."""
+    app.extensions["pool_states"] = StateCache()
+
+
+def candidates(
+    redis: Any,
+    prefix: str,
+    targets: Sequence[TargetInfo],
+    now: float,
+    epoch: Any = None,
+    cache: StateCache | None = None,
+) -> list[Candidate[TargetInfo]]:
+    """The targets with their live state: at most one round trip, none when `cache` holds the
+    states for `epoch` (read with the request's key) and no target counts requests in flight."""
+    ids = [t.upstream_id for t in targets]
+    limited = [t for t in targets if t.max_concurrency]
+    states = cache.get(epoch, ids) if cache is not None else None
+    if states is None:
+        states, counts = _read_states(redis, prefix, targets, limited, now)
+        if cache is not None:
+            cache.put(epoch, dict(zip(ids, states, strict=True)))
+    elif limited:
         pipe = redis.pipeline(transaction=False)
-        for target in targets:
-            pipe.hgetall(state_key(prefix, target.upstream_id))
-            if target.max_concurrency:
-                pipe.zcount(leases_key(prefix, target.upstream_id), now, "+inf")
-        replies = iter(pipe.execute())
+        for target in limited:
+            pipe.zcount(leases_key(prefix, target.upstream_id), now, "+inf")
+        counts = dict(zip((t.upstream_id for t in limited), (int(n) for n in pipe.execute()), strict=True))
+    else:
+        counts = {}
     out = []
-    for target in targets:
-        state = _decoded(next(replies))
-        in_flight = int(next(replies)) if target.max_concurrency else 0
+    for target, state in zip(targets, states, strict=True):
+        in_flight = counts.get(target.upstream_id, 0)
         breaker = breaker_from(state)
         out.append(
             Candidate(
@@ -75,6 +127,21 @@ def candidates(redis: Any, prefix: str, targets: Sequence[TargetInfo], now: floa
             )
         )
     return out
+
+
+def _read_states(
+    redis: Any, prefix: str, targets: Sequence[TargetInfo], limited: Sequence[TargetInfo], now: float
+) -> tuple[list[dict[str, str]], dict[int, int]]:
+    if len(targets) == 1 and not limited:  # the common case, without a pipeline's cost
+        return [_decoded(redis.hgetall(state_key(prefix, targets[0].upstream_id)))], {}
+    pipe = redis.pipeline(transaction=False)
+    for target in targets:
+        pipe.hgetall(state_key(prefix, target.upstream_id))
+    for target in limited:
+        pipe.zcount(leases_key(prefix, target.upstream_id), now, "+inf")
+    replies = pipe.execute()
+    states = [_decoded(r) for r in replies[: len(targets)]]
+    return states, {t.upstream_id: int(n) for t, n in zip(limited, replies[len(targets) :], strict=True)}
 
 
 def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
@@ -123,6 +190,7 @@ def record_failure(redis: Any, prefix: str, upstream_id: int, now: float, policy
         pipe.multi()
         pipe.hset(key, mapping={"failures": after.failures, "open_until": after.open_until, "backoff": after.backoff})
         pipe.delete(trial_key(prefix, upstream_id))
+        pipe.incr(epoch_key(prefix))
         opened[0] = breaker_state(before, now) != breaker_state(after, now) or before.open_until != after.open_until
         if opened[0]:
             log.warning(
@@ -137,18 +205,28 @@ def record_success(redis: Any, prefix: str, candidate: Candidate[TargetInfo]) ->
     """Close the breaker; nothing to write when it had counted no failures."""
     if candidate.failures or candidate.breaker == HALF_OPEN:
         upstream_id = candidate.target.upstream_id
-        redis.hdel(state_key(prefix, upstream_id), "failures", "open_until", "backoff")
-        redis.delete(trial_key(prefix, upstream_id))
+        pipe = redis.pipeline(transaction=True)
+        pipe.hdel(state_key(prefix, upstream_id), "failures", "open_until", "backoff")
+        pipe.delete(trial_key(prefix, upstream_id))
+        pipe.incr(epoch_key(prefix))
+        pipe.execute()
 
 
 def disable(redis: Any, prefix: str, upstream_id: int, reason: str) -> bool:
     """Take the account out everywhere at once. True for the one caller that took it out."""
-    return bool(redis.hsetnx(state_key(prefix, upstream_id), "disabled", reason[:300]))
+    pipe = redis.pipeline(transaction=True)
+    pipe.hsetnx(state_key(prefix, upstream_id), "disabled", reason[:300])
+    pipe.incr(epoch_key(prefix))
+    took_out, _ = pipe.execute()
+    return bool(took_out)
 
 
 def restore(redis: Any, prefix: str, upstream_id: int) -> None:
     """Back in service: not disabled, breaker closed (in-flight leases are left to finish)."""
-    redis.delete(state_key(prefix, upstream_id), trial_key(prefix, upstream_id))
+    pipe = redis.pipeline(transaction=True)
+    pipe.delete(state_key(prefix, upstream_id), trial_key(prefix, upstream_id))
+    pipe.incr(epoch_key(prefix))
+    pipe.execute()
 
 
 def describe(candidate: Candidate[TargetInfo]) -> str:

@@ -80,3 +80,51 @@ def test_an_account_is_disabled_once_until_restored(store):
     assert (live.disabled, health.describe(live)) == (True, "disabled")
     health.restore(store, P, 1)
     assert health.describe(health.candidates(store, P, [t], 0.0)[0]) == "healthy"
+
+
+def _epoch(store: Any) -> Any:
+    return store.get(health.epoch_key(P)) or b"0"
+
+
+WRITERS = {
+    "disable": lambda store, t: health.disable(store, P, 1, "Insufficient Balance"),
+    "failure": lambda store, t: health.record_failure(store, P, 1, 100.0, POLICY),
+    "restore": lambda store, t: health.restore(store, P, 1),
+    "success after a failure": lambda store, t: health.record_success(
+        store, P, health.candidates(store, P, [t], 100.0)[0]
+    ),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_every_change_of_an_accounts_state_moves_the_epoch(store, writer):
+    t = target(limit=None)
+    if writer in ("restore", "success after a failure"):
+        health.disable(store, P, 1, "x") if writer == "restore" else health.record_failure(store, P, 1, 99.0, POLICY)
+    before = _epoch(store)
+    WRITERS[writer](store, t)
+    assert _epoch(store) != before
+
+
+def test_a_process_reads_an_accounts_state_again_only_when_the_epoch_moved(store):
+    t, cache, other = target(limit=None), health.StateCache(), store  # `other`: another process's writes
+    assert not health.candidates(store, P, [t], 0.0, _epoch(store), cache)[0].disabled
+    seen = _epoch(store)
+    health.disable(other, P, 1, "Insufficient Balance")
+    # A request that read the epoch before the change was made sees what it would have read then;
+    # the next request reads the new epoch with its key, and with it the change.
+    assert not health.candidates(store, P, [t], 0.0, seen, cache)[0].disabled
+    assert health.candidates(store, P, [t], 0.0, _epoch(store), cache)[0].disabled
+    health.restore(other, P, 1)
+    assert not health.candidates(store, P, [t], 0.0, _epoch(store), cache)[0].disabled
+
+
+def test_an_unchanged_epoch_costs_no_read_of_the_state(store):
+    t, cache = target(limit=None), health.StateCache()
+    epoch = _epoch(store)
+    health.candidates(store, P, [t], 0.0, epoch, cache)
+    # Written behind the epoch's back (no writer in the gateway does this): a request that still
+    # sees the old epoch does not notice, because it never read the hash.
+    store.hset(health.state_key(P, 1), "disabled", "written directly")
+    assert not health.candidates(store, P, [t], 0.0, epoch, cache)[0].disabled
+    assert health.candidates(store, P, [t], 0.0, None, cache)[0].disabled  # no epoch: read afresh
