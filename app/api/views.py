@@ -17,7 +17,7 @@ from app.api.errors import ApiError, pool_unavailable, upstream_error
 from app.billing.key_lookup import KeyInfo
 from app.billing.metering import Meter
 from app.extensions import get_redis
-from app.relay import failover
+from app.relay import failover, jsonbytes
 from app.relay.completion import JsonRelay
 from app.relay.demo import DemoResponse, is_demo
 from app.relay.errors import ClientGone, UpstreamError
@@ -258,7 +258,7 @@ def _opener(target: TargetInfo, upstream: UpstreamTarget, body: dict[str, Any], 
     """The upstream call as a closure over plain values: it runs outside the request's context."""
     if is_demo(target.base_url, target.api_key):
         return lambda: DemoResponse(body)
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    payload = jsonbytes.dumps(body)
     pool = current_app.extensions["relay_pool"]
     if not stream:
         return lambda: open_upstream(pool, upstream, payload)

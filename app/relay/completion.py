@@ -7,7 +7,7 @@ import time
 
 import urllib3
 
-from app.relay import reasoning
+from app.relay import jsonbytes, reasoning
 from app.relay.errors import ClientGone, UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout, upstream_message
 from app.relay.stream import CLIENT_CLOSED, DONE, TIMEOUT, UPSTREAM_ERROR, RelayOptions
 from app.relay.upstream import UpstreamResponse
@@ -70,7 +70,7 @@ class JsonRelay:
     def _transform(self, raw: bytes) -> bytes:
         # DeepSeek sends blank lines while a non-streaming request waits in its queue.
         try:
-            body = json.loads(raw)
+            body = jsonbytes.loads(raw)
         except ValueError as exc:
             raise UpstreamHTTPError(502, "The upstream sent an answer that is not JSON.") from exc
         if not isinstance(body, dict) or "error" in body:
@@ -90,4 +90,4 @@ class JsonRelay:
             changed = True
         if not changed:
             return raw.strip()
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return jsonbytes.dumps(body)

@@ -12,7 +12,6 @@ more, the stream ends with an `insufficient_quota` error event and the upstream 
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.relay import reasoning, sse
+from app.relay import jsonbytes, reasoning, sse
 from app.relay.bounds import output_tokens
 from app.relay.errors import upstream_message
 from app.relay.upstream import UpstreamResponse
@@ -76,8 +75,7 @@ def error_payload(message: str, code: str, type_: str = "upstream_error") -> dic
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+_dumps = jsonbytes.dumps
 
 
 class _Failure:
@@ -285,7 +283,7 @@ class StreamRelay:
 
     def _on_parsed_event(self, data: bytes) -> bytes | None:
         try:
-            chunk = json.loads(data)
+            chunk = jsonbytes.loads(data)
         except ValueError:
             return None  # not JSON: no OpenAI client could parse it either
         if not isinstance(chunk, dict):

@@ -96,6 +96,14 @@ def test_every_request_field_passes_through_unchanged(live_server, api_key, fake
     assert sent["messages"] == body["messages"]
 
 
+def test_an_integer_beyond_64_bits_reaches_the_upstream_as_the_client_sent_it(live_server, api_key, fake):
+    # Valid JSON that orjson refuses to write: the gateway passes it on instead of failing.
+    body = chat_body(stream=False, seed=2**70)
+    response = post_stream(live_server.url, api_key, body)
+    assert response.status_code == 200, response.text
+    assert fake.requests[-1].body["seed"] == 2**70
+
+
 def test_route_maps_public_model_to_upstream_model(app, sdk, fake):
     catalog.set_route(
         "deepseek-v4-flash", upstream_model="deepseek-chat-v9", extra_body={"thinking": {"type": "disabled"}}
