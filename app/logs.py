@@ -18,6 +18,8 @@ from contextvars import ContextVar
 
 from flask import Flask, Response, g, has_request_context, request
 
+from app.security import header_default
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 _CURRENT: ContextVar[str] = ContextVar("request_id", default="-")
 _VALID_INCOMING = re.compile(r"[A-Za-z0-9._:-]{8,64}")
@@ -80,5 +82,5 @@ def _assign() -> None:
 
 
 def _tag(response: Response) -> Response:
-    response.headers.setdefault("x-request-id", g.request_id)
+    header_default(response, "x-request-id", g.request_id)
     return response

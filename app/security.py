@@ -20,11 +20,19 @@ def content_security_policy(form_targets: Iterable[str] = ()) -> str:
 CSP = content_security_policy()
 
 
+def header_default(response: Response, name: str, value: str) -> None:
+    """Headers.setdefault without its cost: werkzeug builds an HTTPException for every header
+    that is not there yet, which on the API was several microseconds a response."""
+    lowered = name.lower()
+    if not any(key.lower() == lowered for key, _ in response.headers.items()):
+        response.headers[name] = value
+
+
 def page_headers(response: Response, *, csp: str = CSP) -> Response:
-    response.headers.setdefault("Content-Security-Policy", csp)
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
+    header_default(response, "Content-Security-Policy", csp)
+    header_default(response, "X-Frame-Options", "DENY")
+    header_default(response, "X-Content-Type-Options", "nosniff")
+    header_default(response, "Referrer-Policy", "same-origin")
     return response
 
 
@@ -47,5 +55,5 @@ def init_hsts(app: Flask) -> None:
 
     @app.after_request
     def _strict_transport(response: Response) -> Response:
-        response.headers.setdefault("Strict-Transport-Security", value)
+        header_default(response, "Strict-Transport-Security", value)
         return response
