@@ -195,6 +195,7 @@ CSV_FIELDS = (
     "quota_change",
     "outcome",
     "reference",
+    "formula",  # how billed_tokens came of the counts (empty when the charge does not match today's multipliers)
 )
 
 
@@ -222,12 +223,16 @@ def csv_text(key_id: int) -> str:
                     "",
                     line.outcome,
                     "",
+                    c.formula() if c.adds_up else "",
                 ],
             )
         )
     for change in quota_changes(key_id):
         rows.append(
-            (change.at, [iso(change.at), change.kind, "", "", "", "", "", "", "", change.tokens, "", change.reference])
+            (
+                change.at,
+                [iso(change.at), change.kind, "", "", "", "", "", "", "", change.tokens, "", change.reference, ""],
+            )
         )
     for _, row in sorted(rows, key=lambda item: item[0]):
         writer.writerow(row)

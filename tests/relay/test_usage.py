@@ -23,6 +23,14 @@ pytestmark = pytest.mark.unit
         ),
         ({"prompt_tokens": 2, "prompt_tokens_details": {"cached_tokens": 2}}, Usage(2, 0, 0, 2)),
         ({"prompt_tokens": -1, "completion_tokens": "5", "total_tokens": 4}, Usage(0, 0, 0, 0)),
+        # DeepSeek's split: prompt_tokens = hit + miss
+        (
+            {"prompt_tokens": 1_000, "prompt_cache_hit_tokens": 900, "prompt_cache_miss_tokens": 100},
+            Usage(1_000, 0, 0, 900),
+        ),
+        # parts adding up to more than prompt_tokens: the parts are billed, never fewer
+        ({"prompt_tokens": 50, "prompt_cache_hit_tokens": 40, "prompt_cache_miss_tokens": 30}, Usage(70, 0, 0, 40)),
+        ({"prompt_cache_miss_tokens": 12}, Usage(12, 0, 0, 0)),
     ],
 )
 def test_usage_from_dict(raw, usage):

@@ -159,6 +159,12 @@ def test_the_statement_adds_up_to_the_ledger_for_every_way_a_key_is_used(
     rows = list(csv.DictReader(io.StringIO(client.get("/balance/statement.csv").get_data(as_text=True))))
     requests_ = [r for r in rows if r["kind"] == "request"]
     assert len(requests_) == 5 and sum(int(r["billed_tokens"]) for r in requests_) == ledger_billed
+    (pro_csv,) = [r for r in requests_ if r["model"] == "deepseek-v4-pro"]
+    assert (pro_csv["cache_hit_tokens"], pro_csv["cache_miss_tokens"], pro_csv["formula"]) == (
+        "300",
+        str(miss),
+        expected,
+    )
     changes = {r["kind"]: int(r["quota_change"]) for r in rows if r["kind"] != "request"}
     assert changes["purchase"] == 2_000_000 and changes["refund"] < 0
     assert reload(order).tokens_revoked == -changes["refund"]
