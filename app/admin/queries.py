@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, or_
 
 from app.extensions import db
-from app.models import ApiKey, ModelRoute, Order, Upstream, UsageRecord
+from app.models import ApiKey, ModelRoute, Order, RouteTarget, Upstream, UsageRecord
 from app.orders.status import OrderStatus
 
 ERROR_OUTCOMES = ("upstream_error", "timeout")
@@ -236,9 +236,10 @@ def upstream_health(now: datetime, window: timedelta = timedelta(hours=1)) -> li
         .group_by(ModelRoute.upstream_id)
     )
     by_upstream = {row[0]: row[1:] for row in db.session.execute(stats).all()}
+    # Every model an account serves, as any target of its pool, not only as the first one.
     route_counts = dict(
         db.session.execute(
-            db.select(ModelRoute.upstream_id, func.count(ModelRoute.id)).group_by(ModelRoute.upstream_id)
+            db.select(RouteTarget.upstream_id, func.count(RouteTarget.id)).group_by(RouteTarget.upstream_id)
         )
         .tuples()
         .all()

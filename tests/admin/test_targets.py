@@ -54,7 +54,10 @@ def test_add_edit_and_remove_a_target_and_see_it_live(app, admin, redis):
     backup_id = db.session.execute(db.select(Upstream.id).filter_by(name="backup")).scalar_one()
     health.disable(redis, "rg", backup_id, "Insufficient Balance")
     catalog.mark_disabled(backup_id, "Insufficient Balance")
-    pool = _pool_section(admin.get("/admin/upstreams").text, route)
+    page = admin.get("/admin/upstreams").text
+    backup_card = page.split("<h2>backup", 1)[1].split("</section>", 1)[0]
+    assert re.search(r"Routes</span><span>1</span>", backup_card)  # it serves one model, as a second target
+    pool = _pool_section(page, route)
     backup_row = pool.split("<td>backup</td>", 1)[1].split("</tr>", 1)[0]
     assert "taken out" in backup_row and "Insufficient Balance" in backup_row
     assert "healthy" in pool.split("<td>deepseek</td>", 1)[1].split("</tr>", 1)[0]
