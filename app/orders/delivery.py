@@ -1,10 +1,12 @@
 """The storefront's emails: the new key or top-up receipt, the lost-key link, the replacement key,
-the key a gift code bought, the low-balance alert.
+the key a gift code bought, the low-balance alert; and the admins' alerts about an upstream account
+taken out or running low.
 
 Each is sent by a worker task that may be retried: a short Redis lock stops two copies of the
 same task from sending at once, and a record of the successful send (Order.emailed_at, or a
-marker for replacements) stops a later run. A crash between the SMTP server's "250" and that
-record is the one window left; the stable Message-ID lets mail systems drop that duplicate.
+marker for replacements and for each admin told of an upstream event) stops a later run. A crash
+between the SMTP server's "250" and that record is the one window left; the stable Message-ID
+lets mail systems drop that duplicate.
 """
 
 from __future__ import annotations
