@@ -164,7 +164,7 @@ def test_streams_that_outrun_max_tokens_are_cut_at_the_balance(
 ):
     server = gunicorn_factory(workers=2)
     row, key = make_key(10_000, rpm=1000, reasoning_passthrough=passthrough)
-    body = chat_body(stream=True, max_tokens=10, fake={"reasoning": 12_000, "tokens": 5, "ignore_max_tokens": True})
+    body = chat_body(stream=True, max_tokens=10, fake={"reasoning": 200_000, "tokens": 5, "ignore_max_tokens": True})
     responses = post_many(server.url, key, [body] * 3)
     assert [r.status_code for r in responses] == [200, 200, 200]
     cut = [r for r in responses if b"insufficient_quota" in r.content]
