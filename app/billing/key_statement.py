@@ -2,9 +2,10 @@
 arithmetic that turned its token counts into its charge) and what changed its quota (purchases,
 top-ups, refunds). Read-only; the page, the CSV and GET /api/key/usage all come from here.
 
-The arithmetic uses the model's multipliers as they are now. A charge that does not match them says
-so (the multipliers changed since, or the request was cut at its hold) rather than showing a sum
-that does not add up.
+The arithmetic uses the multipliers each request was billed at, kept on its usage record; a record
+written before they were kept is worked with the model's multipliers as they are now. A charge that
+does not match says so (the multipliers changed since, or the request was cut at its hold) rather
+than showing a sum that does not add up.
 """
 
 from __future__ import annotations
@@ -251,7 +252,16 @@ def current_multipliers() -> dict[str, Multipliers]:
     return {public_id: Multipliers(prompt, hit, completion) for public_id, prompt, hit, completion in rows}
 
 
+def billed_at(row: UsageRecord, current: Multipliers) -> Multipliers:
+    """The multipliers the record was billed at, or `current` for a record that does not say."""
+    kept = (row.prompt_multiplier_e4, row.cache_hit_multiplier_e4, row.completion_multiplier_e4)
+    if any(value is None for value in kept):
+        return current
+    return Multipliers(*kept)
+
+
 def _line(row: UsageRecord, multipliers: Multipliers) -> RequestLine:
+    multipliers = billed_at(row, multipliers)
     charge = Charge(
         prompt=row.prompt_tokens,
         cache_hit=min(row.cached_tokens or 0, row.prompt_tokens),

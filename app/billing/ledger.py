@@ -42,6 +42,11 @@ class UsageEntry:
     latency_ms: int
     ttft_ms: int | None
     created_at: float  # Unix time
+    # The multipliers billed at, in 1/UNIT (pricing.Multipliers), so the statement can show the
+    # arithmetic after the route's prices change.
+    prompt_multiplier_e4: int | None = None
+    cache_hit_multiplier_e4: int | None = None
+    completion_multiplier_e4: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         # Plain values only: no need for asdict()'s deep copy, which costs more than the rest here.
@@ -54,6 +59,9 @@ class UsageEntry:
 _ENTRY_FIELDS = tuple(f.name for f in fields(UsageEntry))
 # The columns of usage_records that come from an entry as they are (created_at is converted).
 FIELDS = tuple(name for name in _ENTRY_FIELDS if name != "created_at")
+# Kept since migration 0010: a record an older release queued in Redis or spooled has none of them.
+OPTIONAL_FIELDS = ("prompt_multiplier_e4", "cache_hit_multiplier_e4", "completion_multiplier_e4")
+REQUIRED_FIELDS = tuple(name for name in FIELDS if name not in OPTIONAL_FIELDS)
 _ATTEMPTS = 3
 _IN_CHUNK = 500  # ids per IN (...): far below SQLite's limit on bound parameters
 
@@ -157,7 +165,8 @@ def _exists(request_id: str) -> bool:
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
-    row = {name: record[name] for name in FIELDS}
+    row = {name: record[name] for name in REQUIRED_FIELDS}
+    row.update((name, record.get(name)) for name in OPTIONAL_FIELDS)
     created = record.get("created_at")
     row["created_at"] = (
         datetime.fromtimestamp(created, UTC).replace(tzinfo=None) if created else datetime.now(UTC).replace(tzinfo=None)

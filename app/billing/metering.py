@@ -330,6 +330,9 @@ def _entry(
         latency_ms=int((time.monotonic() - settlement.started_at) * 1000),
         ttft_ms=int((first_output_at - settlement.started_at) * 1000) if first_output_at else None,
         created_at=time.time(),
+        prompt_multiplier_e4=settlement.multipliers.prompt,
+        cache_hit_multiplier_e4=settlement.multipliers.cache_hit,
+        completion_multiplier_e4=settlement.multipliers.completion,
     )
 
 

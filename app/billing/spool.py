@@ -81,7 +81,7 @@ def problem_of(value: Any) -> str | None:
     """Why a decoded line cannot be written to the ledger, or None."""
     if not isinstance(value, dict):
         return "not a JSON object"
-    missing = [name for name in ledger.FIELDS if name not in value]
+    missing = [name for name in ledger.REQUIRED_FIELDS if name not in value]
     if missing:
         return f"missing {', '.join(missing)}"
     if not isinstance(value["request_id"], str) or not value["request_id"]:

@@ -26,6 +26,11 @@ class UsageRecord(db.Model):
     reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
     billed_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The route's multipliers the request was billed at, in 1/10,000 (app.models.multiplier); None on
+    # rows written before they were kept.
+    prompt_multiplier_e4: Mapped[int | None] = mapped_column(Integer)
+    cache_hit_multiplier_e4: Mapped[int | None] = mapped_column(Integer)
+    completion_multiplier_e4: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(24))  # done | client_closed | upstream_error | timeout
     status_code: Mapped[int] = mapped_column(Integer, default=200)
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)

@@ -77,6 +77,8 @@ def test_a_record_is_one_line_whatever_its_strings_hold(model):
         (record(), None),
         (record(ttft_ms=None), None),
         ({k: v for k, v in record().items() if k != "created_at"}, None),  # the ledger dates it
+        # record() is what an older release spooled; this release adds the multipliers billed at
+        (record(prompt_multiplier_e4=10_000, cache_hit_multiplier_e4=200, completion_multiplier_e4=10_000), None),
         ([1, 2], "not a JSON object"),
         ("text", "not a JSON object"),
         (without("billed_tokens"), "missing billed_tokens"),

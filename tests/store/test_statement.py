@@ -253,3 +253,54 @@ def test_the_worked_example_is_charged_as_a_request_is(client, make_key, lang):
     assert "1,000 × 2 + 9,000 × 0.0667 + 500 × 2 = 3,600.3 → 3,601" in shown["deepseek-v4-pro"]
     if lang == "zh":
         assert "缓存命中" in shown["deepseek-v4-pro"]
+
+
+def test_a_request_keeps_the_arithmetic_it_was_billed_by_after_the_prices_change(app, client, make_key, fake, redis):
+    """The record keeps its multipliers: a statement read after the operator changed the model's
+    prices still shows how the old request's charge came about, and the new one's."""
+    row, key = make_key(1_000_000)
+    auth = {"Authorization": f"Bearer {key}"}
+    body = chat_body(content="long chat " * 200, fake={"cache_hit_tokens": 200})
+    assert client.post("/v1/chat/completions", json=body, headers=auth).status_code == 200
+    catalog.set_route("deepseek-v4-flash", prompt_multiplier=parse_multiplier("3"), cache_hit_multiplier=5_000)
+    assert client.post("/v1/chat/completions", json=body, headers=auth).status_code == 200
+    reconcile.drain(redis, app.config["BILLING_REDIS_PREFIX"], batch_size=100)
+    db.session.expire_all()
+    old, new = db.session.execute(db.select(UsageRecord).order_by(UsageRecord.created_at)).scalars().all()
+    assert (old.prompt_multiplier_e4, old.cache_hit_multiplier_e4, old.completion_multiplier_e4) == (
+        10_000,
+        200,
+        10_000,
+    )
+    assert (new.prompt_multiplier_e4, new.cache_hit_multiplier_e4) == (30_000, 5_000)
+    assert new.billed_tokens > old.billed_tokens
+
+    usage = client.get("/api/key/usage?days=1", headers=auth).get_json()
+    by_charge = {r["billed_tokens"]: r for r in usage["requests"]}
+    assert by_charge[old.billed_tokens]["formula"] and by_charge[new.billed_tokens]["formula"]
+    assert by_charge[old.billed_tokens]["cache_hit_multiplier"] == "0.02"
+    assert by_charge[new.billed_tokens]["cache_hit_multiplier"] == "0.5"
+    for record in (old, new):
+        assert _formula_total(by_charge[record.billed_tokens]["formula"]) == record.billed_tokens
+    html = _open_statement(client, key).get_data(as_text=True)
+    assert "charged at the prices of the time" not in html
+
+
+def test_a_record_from_before_multipliers_were_kept_is_worked_with_todays(app, client, make_key):
+    row, key = make_key(1_000_000)
+    db.session.add(
+        UsageRecord(
+            request_id="before-0010",
+            api_key_id=row.id,
+            model="deepseek-v4-flash",
+            prompt_tokens=1_000,
+            cached_tokens=900,
+            completion_tokens=10,
+            billed_tokens=100 + 18 + 10,  # 100 misses x 1 + 900 hits x 0.02 + 10 x 1
+            outcome="done",
+        )
+    )
+    db.session.commit()
+    usage = client.get("/api/key/usage?days=1", headers={"Authorization": f"Bearer {key}"}).get_json()
+    (line,) = usage["requests"]
+    assert line["formula"] == "100 × 1 + 900 × 0.02 + 10 × 1 = 128"
