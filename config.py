@@ -84,7 +84,10 @@ class Config:
     RELAY_IDLE_TIMEOUT = _env_float("RELAY_IDLE_TIMEOUT", 300.0)
     RELAY_NONSTREAM_TIMEOUT = _env_float("RELAY_NONSTREAM_TIMEOUT", 900.0)
     RELAY_KEEPALIVE_INTERVAL = _env_float("RELAY_KEEPALIVE_INTERVAL", 10.0)
-    RELAY_POOL_SIZE = _env_int("RELAY_POOL_SIZE", 200)
+    # Upstream connections a process keeps and may hold at once. Each request holds at most one, and
+    # a gevent worker serves up to GUNICORN_WORKER_CONNECTIONS clients: a smaller pool made the
+    # clients past it wait, unseen, for another's stream to end.
+    RELAY_POOL_SIZE = _env_int("RELAY_POOL_SIZE", _env_int("GUNICORN_WORKER_CONNECTIONS", 1000))
 
     # The upstream pool (app/routing): failover before the first byte, circuit breakers, slots.
     POOL_MAX_ATTEMPTS = _env_int("POOL_MAX_ATTEMPTS", 3)  # targets one request may try

@@ -101,3 +101,22 @@ def test_libpq_gets_at_least_its_two_second_minimum_and_explicit_connect_args_wi
     config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"options": "-c search_path=rg"}}
     args = engine_options(config)["connect_args"]
     assert args == {"connect_timeout": 2, "options": "-c search_path=rg"}
+
+
+@pytest.mark.parametrize(
+    ("env", "pool_size"),
+    [
+        ({}, "1000"),
+        ({"GUNICORN_WORKER_CONNECTIONS": "2500"}, "2500"),  # every client a worker serves has room
+        ({"GUNICORN_WORKER_CONNECTIONS": "2500", "RELAY_POOL_SIZE": "300"}, "300"),
+    ],
+)
+def test_the_upstream_pool_has_room_for_every_client_a_worker_serves(env, pool_size):
+    started = _start(
+        SECRET_KEY=STRONG,
+        PUBLIC_BASE_URL="https://shop.example",
+        CODE="print(app.extensions['relay_pool'].connection_pool_kw['maxsize'])",
+        **env,
+    )
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == pool_size
