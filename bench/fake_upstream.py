@@ -61,6 +61,15 @@ def _event(payload: Any) -> bytes:
     return _chunked(b"data: " + data + b"\n\n")
 
 
+def stamped(event: bytes) -> bytes:
+    """A content event with the time it is sent at the start of its text (`@1733000000.123456@`),
+    so that a client can tell how late it arrived (bench/slow_streams.py)."""
+    data = event.split(b"\r\n", 1)[1][:-2]
+    if b'"content":"' not in data or b'"content":""' in data:
+        return event
+    return _chunked(data.replace(b'"content":"', b'"content":"@%.6f@' % time.time(), 1))
+
+
 class Canned:
     """Pre-encoded answers per model id and length; only those vary between requests."""
 
@@ -138,6 +147,7 @@ class Handler:
         self.auth = f"Bearer {api_key}".encode()
         self.canned = canned
         self.event_gap = event_gap
+        self.stamp = event_gap > 0  # slow streams: each content event says when it was sent
         self.stats = {"answered": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def __call__(self, sock: Any, _address: Any) -> None:
@@ -203,7 +213,7 @@ class Handler:
         for event in events[1:]:
             if self.event_gap:
                 gevent.sleep(self.event_gap)
-            sock.sendall(event)
+            sock.sendall(stamped(event) if self.stamp else event)
 
 
 def _read_headers(rfile: Any) -> dict[bytes, bytes]:
@@ -221,7 +231,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--api-key", required=True, help="The only bearer key accepted.")
     parser.add_argument("--tokens", type=int, default=8, help="Content chunks per answer.")
-    parser.add_argument("--event-gap-ms", type=float, default=0.0, help="Pause between stream events.")
+    parser.add_argument(
+        "--event-gap-ms", type=float, default=0.0, help="Pause between stream events (then each says when it was sent)."
+    )
     args = parser.parse_args()
     handler = Handler(args.api_key, Canned(args.tokens), args.event_gap_ms / 1000)
     server = StreamServer(("127.0.0.1", args.port), handler, backlog=2048)
