@@ -22,6 +22,15 @@ class AccountError(Exception):
     """The upstream could not be reached, refused the key, or answered nonsense."""
 
 
+class Unreachable(AccountError):
+    """No HTTP answer at all: no connection, a timeout, a broken reply. `cause` names the error
+    without the URL, for places that show it beside the account's name."""
+
+    def __init__(self, url: str, cause: str) -> None:
+        super().__init__(f"cannot reach {url}: {cause}")
+        self.cause = cause
+
+
 @dataclass(frozen=True, slots=True)
 class AccountBalance:
     currency: str
@@ -40,18 +49,24 @@ class AccountCheck:
     error: str = ""
 
 
-def _get(pool: urllib3.PoolManager, url: str, api_key: str, timeout: float) -> tuple[int, Any]:
+def get_json(pool: urllib3.PoolManager, url: str, api_key: str, timeout: float) -> tuple[int, Any]:
+    """(status, JSON body or None). Raises Unreachable, also for a body that stops coming."""
     headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
     try:
         resp = pool.request(
-            "GET", url, headers=headers, timeout=urllib3.Timeout(connect=timeout, read=timeout), preload_content=False
+            "GET",
+            url,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            retries=False,
+            preload_content=False,
         )
-    except urllib3.exceptions.HTTPError as exc:
-        raise AccountError(f"cannot reach {url}: {type(exc).__name__}") from None
-    try:
-        raw = resp.read(_MAX_BODY)
-    finally:
-        resp.release_conn()
+        try:
+            raw = resp.read(_MAX_BODY)
+        finally:
+            resp.release_conn()
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise Unreachable(url, type(exc).__name__) from None
     try:
         return resp.status, json.loads(raw) if raw.strip() else None
     except ValueError:
@@ -67,14 +82,14 @@ def _raise_for(status: int, url: str) -> None:
 
 def fetch_models(pool: urllib3.PoolManager, base_url: str, api_key: str, timeout: float = 8.0) -> tuple[str, ...]:
     url = base_url.rstrip("/") + "/models"
-    status, payload = _get(pool, url, api_key, timeout)
+    status, payload = get_json(pool, url, api_key, timeout)
     _raise_for(status, url)
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
         raise AccountError(f"{url} did not answer an OpenAI model list")
     return tuple(sorted(str(m.get("id")) for m in payload["data"] if isinstance(m, dict) and m.get("id")))
 
 
-def _balance_urls(base_url: str) -> list[str]:
+def balance_urls(base_url: str) -> list[str]:
     base = base_url.rstrip("/")
     urls = [base + "/user/balance"]
     if base.endswith("/v1"):  # DeepSeek's balance lives at the root, also when the chat base ends in /v1
@@ -103,8 +118,8 @@ def fetch_balance(
     pool: urllib3.PoolManager, base_url: str, api_key: str, timeout: float = 8.0
 ) -> tuple[bool | None, tuple[AccountBalance, ...]]:
     """(is_available, balances); (None, ()) when the upstream has no balance endpoint (404)."""
-    for url in _balance_urls(base_url):
-        status, payload = _get(pool, url, api_key, timeout)
+    for url in balance_urls(base_url):
+        status, payload = get_json(pool, url, api_key, timeout)
         if status == 404:
             continue
         _raise_for(status, url)

@@ -11,7 +11,6 @@ logs, errors or task payloads.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +22,7 @@ from flask import current_app
 
 from app.extensions import db, get_redis
 from app.models import Upstream, utcnow
+from app.relay.account import Unreachable, balance_urls, get_json
 from app.relay.demo import is_demo
 from app.routing import catalog, health
 
@@ -37,7 +37,6 @@ WARN = "warn"
 CLEAR = "clear"
 
 _REFUSING = frozenset({401, 402, 403})
-_MAX_BODY = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,56 +113,22 @@ def verdict_of(models_status: int, balance: Balance | None) -> str:
 # -- asking an account -----------------------------------------------------------------------------
 
 
-class _NoAnswer(Exception):
-    pass
-
-
-def _get(pool: urllib3.PoolManager, url: str, api_key: str, timeout: float) -> tuple[int, Any]:
-    """(status, JSON body or None). Raises _NoAnswer without the URL's query or any header."""
-    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
-    try:
-        resp = pool.request(
-            "GET",
-            url,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            retries=False,
-            preload_content=False,
-        )
-        try:
-            raw = resp.read(_MAX_BODY)
-        finally:
-            resp.release_conn()
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise _NoAnswer(type(exc).__name__) from None
-    try:
-        return resp.status, json.loads(raw) if raw.strip() else None
-    except ValueError:
-        return resp.status, None
-
-
-def _balance_urls(base_url: str) -> list[str]:
-    base = base_url.rstrip("/")
-    # DeepSeek serves the balance at its root, also when the chat base ends in /v1.
-    return [base + "/user/balance"] + ([base.removesuffix("/v1") + "/user/balance"] if base.endswith("/v1") else [])
-
-
 def ask(pool: urllib3.PoolManager, account: Account, timeout: float) -> Answer:
     """Never raises for the upstream's sake: no answer is an UNREACHABLE answer."""
     try:
-        status, _ = _get(pool, account.base_url.rstrip("/") + "/models", account.api_key, timeout)
+        status, _ = get_json(pool, account.base_url.rstrip("/") + "/models", account.api_key, timeout)
         if status >= 400:
             return Answer(verdict_of(status, None), f"GET /models answered HTTP {status}")
-        for url in _balance_urls(account.base_url):
-            status, payload = _get(pool, url, account.api_key, timeout)
+        for url in balance_urls(account.base_url):
+            status, payload = get_json(pool, url, account.api_key, timeout)
             if status in _REFUSING:
                 return Answer(REFUSED, f"GET /user/balance answered HTTP {status}")
             if status < 400:
                 balance = balance_from(payload)
                 empty = balance is not None and balance.available is False
                 return Answer(verdict_of(200, balance), "the balance is not available" if empty else "", balance)
-    except _NoAnswer as exc:
-        return Answer(UNREACHABLE, f"no answer ({exc})")
+    except Unreachable as exc:
+        return Answer(UNREACHABLE, f"no answer ({exc.cause})")
     return Answer(OK)  # no balance endpoint: not every OpenAI-format upstream has one
 
 
