@@ -97,19 +97,13 @@ def candidates(
     """The targets with their live state: at most one round trip, none when `cache` holds the
     states for `epoch` (read with the request's key) and no target counts requests in flight."""
     ids = [t.upstream_id for t in targets]
-    limited = [t for t in targets if t.max_concurrency]
-    states = cache.get(epoch, ids) if cache is not None else None
-    if states is None:
-        states, counts = _read_states(redis, prefix, targets, limited, now)
-        if cache is not None:
-            cache.put(epoch, dict(zip(ids, states, strict=True)))
-    elif limited:
-        pipe = redis.pipeline(transaction=False)
-        for target in limited:
-            pipe.zcount(leases_key(prefix, target.upstream_id), now, "+inf")
-        counts = dict(zip((t.upstream_id for t in limited), (int(n) for n in pipe.execute()), strict=True))
-    else:
-        counts = {}
+    limited = [t.upstream_id for t in targets if t.max_concurrency]
+    cached = cache.get(epoch, ids) if cache is not None else None
+    states, counts = _read(redis, prefix, ids if cached is None else [], limited, now)
+    if cached is not None:
+        states = cached
+    elif cache is not None:
+        cache.put(epoch, dict(zip(ids, states, strict=True)))
     out = []
     for target, state in zip(targets, states, strict=True):
         in_flight = counts.get(target.upstream_id, 0)
@@ -129,19 +123,22 @@ def candidates(
     return out
 
 
-def _read_states(
-    redis: Any, prefix: str, targets: Sequence[TargetInfo], limited: Sequence[TargetInfo], now: float
+def _read(
+    redis: Any, prefix: str, state_ids: Sequence[int], limited: Sequence[int], now: float
 ) -> tuple[list[dict[str, str]], dict[int, int]]:
-    if len(targets) == 1 and not limited:  # the common case, without a pipeline's cost
-        return [_decoded(redis.hgetall(state_key(prefix, targets[0].upstream_id)))], {}
+    """The state hashes of `state_ids` and the live leases of `limited`, in at most one round trip."""
+    if not state_ids and not limited:
+        return [], {}
+    if len(state_ids) == 1 and not limited:  # the common case, without a pipeline's cost
+        return [_decoded(redis.hgetall(state_key(prefix, state_ids[0])))], {}
     pipe = redis.pipeline(transaction=False)
-    for target in targets:
-        pipe.hgetall(state_key(prefix, target.upstream_id))
-    for target in limited:
-        pipe.zcount(leases_key(prefix, target.upstream_id), now, "+inf")
+    for upstream_id in state_ids:
+        pipe.hgetall(state_key(prefix, upstream_id))
+    for upstream_id in limited:
+        pipe.zcount(leases_key(prefix, upstream_id), now, "+inf")
     replies = pipe.execute()
-    states = [_decoded(r) for r in replies[: len(targets)]]
-    return states, {t.upstream_id: int(n) for t, n in zip(limited, replies[len(targets) :], strict=True)}
+    states = [_decoded(r) for r in replies[: len(state_ids)]]
+    return states, {i: int(n) for i, n in zip(limited, replies[len(state_ids) :], strict=True)}
 
 
 def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
