@@ -38,8 +38,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @bp.after_request
 def _tag_response(response: Response) -> Response:
-    response.headers["x-request-id"] = g.get("request_id", "")
-    response.headers.update(metering.rate_limit_headers())
+    response.headers.update(metering.rate_limit_headers())  # x-request-id: app.logs, on every response
     return response
 
 
