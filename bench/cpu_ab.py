@@ -124,33 +124,18 @@ def child(args: argparse.Namespace) -> None:
     import socket
 
     import gevent.pool
+    import redis
+    from plan import parse_args
+    from stack import create_key, gateway_env
 
     app_dir: Path = args.app_dir[0]
-    tmp = tempfile.mkdtemp(prefix="cpu-ab-")
-    env = {
-        "APP_ENV": "production",
-        "SECRET_KEY": secrets.token_hex(24),
-        "PUBLIC_BASE_URL": "https://bench.invalid",
-        "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
-        "REDIS_URL": args.redis_url,
-        "UPSTREAM_BASE_URL": f"http://127.0.0.1:{args.fake_port}",
-        "UPSTREAM_API_KEY": args.upstream_key,
-        "LOG_LEVEL": "warning",
-    }
-    os.environ.update(env)
-    import redis
-
-    redis.Redis.from_url(args.redis_url).flushdb()
-    flask = [str(Path(sys.executable).parent / "flask"), "--app", "wsgi"]
-    subprocess.run([*flask, "db", "upgrade"], cwd=app_dir, check=True, capture_output=True)
-    made = subprocess.run(
-        [*flask, "keys", "create", "--tokens", str(10**13), "--rpm", str(10**8), "--name", "bench"],
-        cwd=app_dir,
-        check=True,
-        capture_output=True,
-        text=True,
+    plan = parse_args(
+        ["--redis-url", args.redis_url, "--app-dir", str(app_dir), "--key-tokens", str(10**13), "--key-rpm", str(10**8)]
     )
-    key = made.stdout.strip().splitlines()[-1]
+    env = gateway_env(plan, Path(tempfile.mkdtemp(prefix="cpu-ab-")), args.fake_port, args.upstream_key)
+    os.environ.update(env)
+    redis.Redis.from_url(args.redis_url).flushdb()
+    key = create_key(plan, env)  # a fresh database and a key with room for every request
     sys.path.insert(0, str(app_dir))
     os.chdir(app_dir)
     from plan import chat_body
