@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from app.admin.formatting import AMOUNT_PATTERN, amount_cents
 from app.billing import key_lifecycle
 from app.extensions import db
 from app.models.multiplier import MultiplierError, format_multiplier, parse_multiplier
@@ -358,9 +358,9 @@ def _amount_cents(text: str) -> int | None:
     """An amount in cents, "5.00" -> 500 (Decimal, never float); "off" -> None."""
     if text.strip().lower() == "off":
         return None
-    if not re.fullmatch(r"\d{1,9}(\.\d{1,2})?", text.strip()):
+    if not re.fullmatch(AMOUNT_PATTERN, text.strip()):
         raise click.UsageError("--low-balance is an amount like 5 or 12.50 (at most two decimals), or 'off'")
-    return int(Decimal(text.strip()) * 100)
+    return amount_cents(text)
 
 
 @upstreams_cli.command("probe")

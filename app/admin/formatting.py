@@ -1,8 +1,9 @@
-"""Number, money and time formatting for the admin pages (pure)."""
+"""Number, money and time formatting for the admin pages, and reading an amount typed in (pure)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from types import SimpleNamespace
 
 from app.models.multiplier import format_multiplier
@@ -35,6 +36,15 @@ def money(cents: int | None, currency: str = "USD") -> str:
 def cents_to_decimal(cents: int) -> str:
     whole, part = divmod(int(cents), 100)
     return f"{whole}.{part:02d}"
+
+
+# An amount as an operator types it: whole units and at most two decimals ("5", "12.50").
+AMOUNT_PATTERN = r"\d{1,9}(\.\d{1,2})?"
+
+
+def amount_cents(text: str) -> int:
+    """A typed amount (AMOUNT_PATTERN, or a price) in cents, exactly: Decimal, never float (0.29 * 100 != 29)."""
+    return int(Decimal(text.strip()) * 100)
 
 
 def percent(value: float) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import date
-from decimal import Decimal
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
@@ -23,7 +22,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from app.admin.formatting import thousands
+from app.admin.formatting import AMOUNT_PATTERN, amount_cents, thousands
 from app.models import utcnow
 from app.models.multiplier import MultiplierError, format_multiplier, parse_multiplier
 
@@ -145,7 +144,7 @@ class PlanForm(FlaskForm):
 
     @property
     def price_cents(self) -> int:
-        return int(Decimal(self.price.data) * 100)  # Decimal, never float: 0.29 * 100 != 29
+        return amount_cents(self.price.data)
 
 
 class UpstreamForm(FlaskForm):
@@ -169,7 +168,7 @@ class UpstreamForm(FlaskForm):
         _l("Low-balance warning below"),
         [
             Optional(),
-            Regexp(r"^\d{1,9}(\.\d{1,2})?$", message=_l("Enter an amount like 5 or 12.50 (at most two decimals).")),
+            Regexp(rf"^{AMOUNT_PATTERN}$", message=_l("Enter an amount like 5 or 12.50 (at most two decimals).")),
         ],
         filters=[lambda v: (v or "").strip()],
     )
@@ -177,7 +176,7 @@ class UpstreamForm(FlaskForm):
     @property
     def low_balance_cents(self) -> int | None:
         """Decimal, never float: "0.29" is 29 cents."""
-        return int(Decimal(self.low_balance.data) * 100) if self.low_balance.data else None
+        return amount_cents(self.low_balance.data) if self.low_balance.data else None
 
     def validate_base_url(self, field: StringField) -> None:
         if field.data != "demo:" and not re.match(r"^https?://[^\s/]+", field.data or ""):
