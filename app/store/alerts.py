@@ -14,12 +14,12 @@ from flask_babel import lazy_gettext as _l
 from app.billing import low_balance
 from app.orders import checkout
 from app.store import forms, statement
-from app.store.views import bp, locale, mask_email
+from app.store.views import LOW_BALANCE_BOX_ERROR, bp, locale, mask_email
 
 _ERRORS = {
     "email": _l("Please enter a valid email address for the low-balance email."),
     "no_email": _l("This key was not bought with an email address: please enter one for the low-balance email."),
-    "low_balance": _l("The low-balance email box can only be ticked or left empty. Please try again."),
+    "low_balance": LOW_BALANCE_BOX_ERROR,
 }
 
 

@@ -34,6 +34,8 @@ bp = Blueprint("store", __name__)
 
 
 _OWNED = "orders"  # session: public ids of the orders this browser started
+# The checkout's low-balance box and the statement page's (alerts.py) refuse a bad value in the same words.
+LOW_BALANCE_BOX_ERROR = _l("The low-balance email box can only be ticked or left empty. Please try again.")
 _CHECKOUT_ERRORS = {
     "plan": _l("That package is no longer on sale. Please pick another one."),
     "email": _l("Please enter a valid email address: your key and receipt are sent there."),
@@ -41,7 +43,7 @@ _CHECKOUT_ERRORS = {
     "key_revoked": _l("That key has been revoked and cannot be topped up. Buy a new key instead."),
     "paypal": _l("PayPal could not be reached just now. Nothing was charged; please try again in a minute."),
     "paypal_config": _l("Payments are not set up on this site yet. Nothing was charged."),
-    "low_balance": _l("The low-balance email box can only be ticked or left empty. Please try again."),
+    "low_balance": LOW_BALANCE_BOX_ERROR,
 }
 
 
