@@ -88,6 +88,8 @@ class Config:
     # a gevent worker serves up to GUNICORN_WORKER_CONNECTIONS clients: a smaller pool made the
     # clients past it wait, unseen, for another's stream to end.
     RELAY_POOL_SIZE = _env_int("RELAY_POOL_SIZE", _env_int("GUNICORN_WORKER_CONNECTIONS", 1000))
+    # The CA bundle that vouches for an https upstream; unset, the system's (SSL_CERT_FILE also works).
+    UPSTREAM_CA_FILE = os.environ.get("UPSTREAM_CA_FILE") or None
 
     # The upstream pool (app/routing): failover before the first byte, circuit breakers, slots.
     POOL_MAX_ATTEMPTS = _env_int("POOL_MAX_ATTEMPTS", 3)  # targets one request may try

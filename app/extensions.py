@@ -14,7 +14,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
 
-from app.relay.upstream import make_pool
+from app.relay.upstream import make_account_pool, make_pool
 
 # Stable constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
 _NAMING = {
@@ -96,5 +96,6 @@ def celery_init_app(app: Flask) -> Celery:
 
 
 def init_relay(app: Flask) -> None:
-    """The shared upstream connection pool."""
-    app.extensions["relay_pool"] = make_pool(app.config["RELAY_POOL_SIZE"])
+    """The upstream connection pools: keep-alive chat completions, and the admin's account calls."""
+    app.extensions["relay_pool"] = make_pool(app.config["RELAY_POOL_SIZE"], app.config["UPSTREAM_CA_FILE"])
+    app.extensions["account_pool"] = make_account_pool()

@@ -316,15 +316,16 @@ class FakeDeepSeek:
 class FakeServer:
     """Runs a FakeDeepSeek on 127.0.0.1 in a thread with its own gevent hub."""
 
-    def __init__(self, fake: FakeDeepSeek, port: int = 0) -> None:
+    def __init__(self, fake: FakeDeepSeek, port: int = 0, ssl_context: Any = None) -> None:
         self.fake = fake
         self._port = port
+        self._ssl = {"ssl_context": ssl_context} if ssl_context is not None else {}
         self._ready = threading.Event()
         self._server: WSGIServer | None = None
         self._thread = threading.Thread(target=self._run, name="fake-deepseek", daemon=True)
 
     def _run(self) -> None:
-        self._server = WSGIServer(("127.0.0.1", self._port), self.fake, log=None, error_log=None)
+        self._server = WSGIServer(("127.0.0.1", self._port), self.fake, log=None, error_log=None, **self._ssl)
         self._server.start()
         self._ready.set()
         self._server.serve_forever()
@@ -341,7 +342,7 @@ class FakeServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         if self._server is not None:

@@ -115,7 +115,7 @@ def test_the_upstream_pool_has_room_for_every_client_a_worker_serves(env, pool_s
     started = _start(
         SECRET_KEY=STRONG,
         PUBLIC_BASE_URL="https://shop.example",
-        CODE="print(app.extensions['relay_pool'].connection_pool_kw['maxsize'])",
+        CODE="print(app.extensions['relay_pool'].size)",
         **env,
     )
     assert started.returncode == 0, started.stderr

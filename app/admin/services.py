@@ -79,7 +79,7 @@ def test_upstream(upstream: Upstream) -> AccountCheck:
         if is_demo(upstream.base_url, secret):
             result = AccountCheck(ok=False, latency_ms=0, error="demo mode: no API key, replies are canned")
         else:
-            pool = current_app.extensions["relay_pool"]
+            pool = current_app.extensions["account_pool"]
             result = check_account(pool, upstream.base_url, secret or "", current_app.config["ADMIN_UPSTREAM_TIMEOUT"])
     payload = {**asdict(result), "checked_at": utcnow().isoformat()}
     get_redis().set(_check_key(upstream.id), json.dumps(payload), ex=CHECK_TTL)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import urllib3
-
 from app.relay import jsonbytes, reasoning
 from app.relay.errors import ClientGone, UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout, upstream_message
 from app.relay.stream import CLIENT_CLOSED, DONE, TIMEOUT, UPSTREAM_ERROR, RelayOptions
@@ -49,7 +47,7 @@ class JsonRelay:
         self._watchdog.register(self)
         try:
             raw = self.upstream.read_all()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except OSError as exc:
             raise self._read_failure() from exc
         finally:
             self._watchdog.unregister(self)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 
-import urllib3
-
 from app.relay import sse
 from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout, upstream_message
 from app.relay.upstream import UpstreamResponse
@@ -36,10 +34,10 @@ def check_first_event(response: UpstreamResponse, timeout: float, backstop: floa
                 break
             if decoder.comments:
                 break
-    except urllib3.exceptions.ReadTimeoutError as exc:
+    except TimeoutError as exc:
         response.close()
         raise UpstreamTimeout("The upstream sent nothing after its headers.") from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
+    except OSError as exc:
         response.close()
         raise UpstreamConnectError(type(exc).__name__) from exc
     except (UpstreamConnectError, UpstreamHTTPError):

@@ -1,23 +1,17 @@
-"""Opening requests to an OpenAI-format upstream over a shared urllib3 pool.
-
-urllib3 is used directly: it is requests' own transport without requests' per-call proxy and
-environment look-ups, which cost more than the rest of the relay together.
-"""
+"""Opening requests to an OpenAI-format upstream over the relay's keep-alive pool (http1.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
 
+from app.relay import http1
 from app.relay.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeout, upstream_message
-
-_READ_SIZE = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +31,15 @@ class UpstreamTarget:
         return self.base_url.rstrip("/") + "/chat/completions"
 
 
-def make_pool(size: int) -> urllib3.PoolManager:
-    # block=True: under load, greenlets wait for a free connection instead of opening unbounded ones.
-    return urllib3.PoolManager(num_pools=16, maxsize=size, block=True, retries=False)
+def make_pool(size: int, cafile: str | None = None) -> http1.Pool:
+    """Chat completions: at most `size` connections to an upstream; under load, greenlets wait for
+    a free one instead of opening without bound."""
+    return http1.Pool(size, http1.tls_context(cafile))
+
+
+def make_account_pool() -> urllib3.PoolManager:
+    """The admin's occasional calls (models, balance): urllib3, with its redirects and retries off."""
+    return urllib3.PoolManager(num_pools=16, maxsize=4, block=False, retries=False)
 
 
 def build_body(client_body: Mapping[str, Any], target: UpstreamTarget, *, stream: bool) -> dict[str, Any]:
@@ -61,27 +61,26 @@ class UpstreamResponse:
 
     __slots__ = ("_resp", "status", "closed", "_unread")
 
-    def __init__(self, resp: urllib3.BaseHTTPResponse) -> None:
+    def __init__(self, resp: http1.Response) -> None:
         self._resp = resp
         self.status = resp.status
         self.closed = False
         self._unread: list[bytes] = []
 
     def header(self, name: str) -> str | None:
-        return self._resp.headers.get(name)
+        return self._resp.header(name)
 
     def set_read_timeout(self, seconds: float) -> None:
         """The socket timeout for the reads from now on (the connection's own, so it also
         covers a read already waiting under gevent)."""
-        conn = self._resp.connection
-        sock = getattr(conn, "sock", None) if conn is not None else None
+        sock = self._resp.sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.settimeout(seconds)
 
     def read_chunk(self) -> bytes:
         """The next bytes as they come; b"" at the end."""
-        return self._resp.read1(_READ_SIZE)
+        return self._resp.read1()
 
     def unread(self, chunks: list[bytes]) -> None:
         """Bytes already read (a peek at the first event) that iter_chunks() yields first."""
@@ -92,7 +91,7 @@ class UpstreamResponse:
         yield from pending
         read1 = self._resp.read1
         while True:
-            data = read1(_READ_SIZE)
+            data = read1()
             if not data:
                 return
             yield data
@@ -104,30 +103,22 @@ class UpstreamResponse:
         """Return a fully read connection to the pool for reuse."""
         if not self.closed:
             self.closed = True
-            self._resp.release_conn()
+            self._resp.release()
 
     def abort(self) -> None:
         """Stop a read in progress, so the upstream sees the connection close and stops generating."""
-        if self.closed:
-            return
-        conn = self._resp.connection
-        sock = getattr(conn, "sock", None) if conn is not None else None
-        if sock is not None:
-            with contextlib.suppress(OSError):  # already closed by the peer
-                sock.shutdown(socket.SHUT_RDWR)
-        self.close()
+        if not self.closed:
+            self.closed = True
+            self._resp.abort()
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        # Closes the connection: a half-read stream must not go back to the pool. Closing must
-        # never raise into the caller's finally block.
-        with contextlib.suppress(Exception):
+        # Closes the connection: a half-read stream must not go back to the pool.
+        if not self.closed:
+            self.closed = True
             self._resp.close()
 
 
-def open_upstream(pool: urllib3.PoolManager, target: UpstreamTarget, body: bytes) -> UpstreamResponse:
+def open_upstream(pool: http1.Pool, target: UpstreamTarget, body: bytes) -> UpstreamResponse:
     """POST the chat completion. Raises UpstreamConnectError, UpstreamTimeout or UpstreamHTTPError."""
     headers = {
         "Authorization": f"Bearer {target.api_key}",
@@ -138,23 +129,15 @@ def open_upstream(pool: urllib3.PoolManager, target: UpstreamTarget, body: bytes
     }
     # Headers must come within header_timeout; after them the read timeout is only a backstop:
     # first-event and idle deadlines are enforced by the watchdog.
-    timeout = urllib3.Timeout(connect=target.connect_timeout, read=target.header_timeout)
     try:
-        resp = pool.urlopen(
-            "POST",
-            target.chat_url,
-            body=body,
-            headers=headers,
-            preload_content=False,
-            timeout=timeout,
-            retries=False,
-            redirect=False,
-        )
-    except urllib3.exceptions.ConnectTimeoutError as exc:
+        resp = pool.post(target.chat_url, headers, body, target.connect_timeout, target.header_timeout)
+    except http1.PoolTimeout as exc:
+        raise UpstreamConnectError("every connection to the upstream stayed busy") from exc
+    except http1.ConnectTimeout as exc:
         raise UpstreamConnectError("connect timed out") from exc
-    except urllib3.exceptions.ReadTimeoutError as exc:
+    except TimeoutError as exc:
         raise UpstreamTimeout("no response headers in time") from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
+    except (OSError, ValueError) as exc:
         raise UpstreamConnectError(type(exc).__name__) from exc
     response = UpstreamResponse(resp)
     if not 200 <= resp.status < 300:
@@ -170,7 +153,7 @@ def backstop_timeout(target: UpstreamTarget) -> float:
 def _http_error(response: UpstreamResponse) -> UpstreamHTTPError:
     try:
         raw = response.read_all()
-    except (urllib3.exceptions.HTTPError, OSError):
+    except OSError:
         raw = b""
     finally:
         response.close()

@@ -152,7 +152,7 @@ def _accounts() -> list[Account]:
 
 def probe_upstreams() -> dict[str, str]:
     """Probe every enabled upstream once, one after the other. Returns {name: verdict}."""
-    pool = current_app.extensions["relay_pool"]
+    pool = current_app.extensions["account_pool"]
     timeout = current_app.config["POOL_PROBE_TIMEOUT"]
     verdicts = {}
     for account in _accounts():
