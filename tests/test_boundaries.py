@@ -75,7 +75,7 @@ ALLOWED_APP_IMPORTS = {
     },
     "app.auth": {"app.models", "app.extensions", "app.i18n", "app.security"},
 }
-RELAY_THIRD_PARTY = {"urllib3", "requests", "orjson"}
+RELAY_THIRD_PARTY = {"urllib3", "requests", "orjson", "httptools"}
 
 
 def modules(package_dir: Path):

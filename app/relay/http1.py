@@ -14,6 +14,7 @@ answer). Under gevent every wait here blocks only the calling greenlet.
 
 from __future__ import annotations
 
+import _socket
 import collections
 import contextlib
 import socket
@@ -23,15 +24,6 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import httptools
-
-try:  # the poll of the standard library even under gevent's patching: a zero-timeout check
-    from gevent.monkey import get_original
-
-    _poll = get_original("select", "poll")
-except ImportError:  # pragma: no cover - gevent is a dependency; the relay also runs without it
-    from select import poll as _poll
-
-from select import POLLIN
 
 _READ_SIZE = 65536
 _MAX_HEAD = 65536  # a response head larger than this is not an upstream we can talk to
@@ -170,13 +162,21 @@ def tls_context(cafile: str | None = None) -> ssl.SSLContext:
 
 
 def _dropped(sock: socket.socket) -> bool:
-    """An idle connection the server has closed (or sent something unasked on) is readable."""
+    """An idle connection the server has closed (or sent something unasked on) is readable. The
+    peek goes through the C-level socket: gevent's would turn a non-blocking peek into a wait."""
     try:
-        poller = _poll()
-        poller.register(sock.fileno(), POLLIN)
-        return bool(poller.poll(0))
+        probe = _socket.socket(fileno=sock.fileno())
     except (OSError, ValueError):
         return True
+    try:
+        probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return True  # the end of the connection, or bytes nobody asked for
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.detach()
 
 
 def _close(sock: socket.socket) -> None:
