@@ -13,7 +13,6 @@ more, the stream ends with an `insufficient_quota` error event and the upstream 
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from app.relay.bounds import output_tokens
 from app.relay.errors import upstream_message
 from app.relay.upstream import UpstreamResponse
 from app.relay.usage import Usage, usage_from_dict
-from app.relay.watchdog import Watchdog
+from app.relay.watchdog import Watchdog, spawn
 
 DONE = "done"
 CLIENT_CLOSED = "client_closed"
@@ -167,7 +166,7 @@ class StreamRelay:
     # -- client side ---------------------------------------------------------------------------
     def __iter__(self) -> Iterator[bytes]:
         self._started = True
-        threading.Thread(target=self._read, name="relay-reader", daemon=True).start()
+        spawn(self._read)
         self._watchdog.register(self)
         try:
             # Headers go out with the first body bytes; a comment sends them now, so the client

@@ -8,13 +8,12 @@ that the client is gone, whichever comes first. An abandoned open closes its res
 
 from __future__ import annotations
 
-import _thread
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from app.relay.errors import ClientGone
-from app.relay.watchdog import Watchdog
+from app.relay.watchdog import Watchdog, spawn
 
 
 class _PendingOpen:
@@ -47,18 +46,12 @@ class _PendingOpen:
         self.done.set()
 
 
-def _spawn(run: Callable[[Callable[[], Any]], None], opener: Callable[[], Any]) -> None:
-    """run(opener) concurrently. The bare _thread call is a greenlet under gevent's patching; a
-    threading.Thread costs several times as much, and its start() waits for a switch to it."""
-    _thread.start_new_thread(run, (opener,))
-
-
 def open_watching_client(opener: Callable[[], Any], client_fd: int | None, watchdog: Watchdog) -> Any:
     """opener() or its exception; ClientGone if the client hung up before it returned."""
     if client_fd is None:
         return opener()
     pending = _PendingOpen(client_fd)
-    _spawn(pending.run, opener)
+    spawn(pending.run, opener)
     watchdog.register(pending)
     try:
         pending.done.wait()
