@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from app.billing.errors import InvalidKey
 from app.billing.key_format import hash_key
 from app.extensions import db
@@ -75,7 +77,7 @@ def lookup(
     if cached == _MISSING:
         return None, extras
     if cached is not None:
-        data = json.loads(cached)
+        data = orjson.loads(cached)
         if data.get("models") is not None:
             data["models"] = tuple(data["models"])
         return KeyInfo(**data), extras

@@ -14,10 +14,11 @@ that falls short can cost the operator, never the key's bound.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+import orjson
 
 # The chat template's role markers and separators, per message and per request (DeepSeek V4
 # spends 2 to 4 tokens a message); generous, since the bound must hold for any template.
@@ -59,8 +60,8 @@ def prompt_token_bound(body: Mapping[str, Any]) -> int:
     names, values and punctuation alike, so nothing a template might render is missed), plus
     overhead(). Raises InvalidText for a string that cannot be encoded, naming where it is."""
     try:
-        size = len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
-    except (UnicodeEncodeError, RecursionError):
+        size = len(orjson.dumps(body))  # the bytes the upstream is sent (jsonbytes.dumps)
+    except TypeError:  # a lone surrogate, an integer past 64 bits, nesting past orjson's limit
         size = _walked_size(body)  # names the bad string, and knows no depth limit
     return overhead(body) + size
 
