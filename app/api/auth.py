@@ -23,23 +23,29 @@ def presented_key() -> str | None:
     return request.headers.get("x-api-key") or request.headers.get("api-key") or None
 
 
-def current_key() -> KeyInfo:
-    """The authenticated key, or an ApiError 401 saying whether it is missing, unknown, revoked or expired."""
+def current_key(*, remembered: bool = False) -> KeyInfo:
+    """The authenticated key, or an ApiError 401 saying whether it is missing, unknown, revoked or expired.
+
+    The key's cached snapshot is read with the routes generation and the pool epoch, in one round
+    trip; the routes table and pool states are reloaded only when those moved. With `remembered`,
+    the snapshot this process read last is trusted instead: g.key_guard (the key's cache entry
+    and the routes generation as read then) goes with the admission script, which refuses the
+    request (Stale) if either moved, and the script reads the pool epoch (g.epoch_key)."""
     presented = presented_key()
     config = current_app.config
-    try:
-        prefix = config["BILLING_REDIS_PREFIX"]
-        key, (generation, pool_epoch) = key_lookup.authenticate(
-            get_redis(),
-            prefix,
-            presented,
-            time.time(),
-            quota.key_cache_seconds(config),
-            also=(routes.generation_key(prefix), health.epoch_key(prefix)),
-        )
-    except InvalidKey as exc:
-        raise invalid_key(exc, mask(presented or "")) from None
-    # Read with the key, in one round trip; the routes table is reloaded only when it moved.
-    g.routes_generation = generation or b"0"  # never bumped yet: generation zero
-    g.pool_epoch = pool_epoch or b"0"
-    return key
+    prefix = config["BILLING_REDIS_PREFIX"]
+    also = (routes.generation_key(prefix), health.epoch_key(prefix))
+    now = time.time()
+    snapshot = key_lookup.remembered(prefix, presented, now, also) if remembered else None
+    g.key_remembered = snapshot is not None
+    if snapshot is None:
+        try:
+            snapshot = key_lookup.read(get_redis(), prefix, presented, now, quota.key_cache_seconds(config), also)
+        except InvalidKey as exc:
+            raise invalid_key(exc, mask(presented or "")) from None
+    generation, epoch = snapshot.also
+    g.routes_generation = generation[1] or b"0"  # never bumped yet: generation zero
+    g.pool_epoch = epoch[1] or b"0"
+    g.key_guard = (snapshot.cached, generation)
+    g.epoch_key = epoch[0]
+    return snapshot.info

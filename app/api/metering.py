@@ -9,10 +9,11 @@ from contextlib import contextmanager
 
 from flask import current_app, g
 
+from app.api.auth import current_key
 from app.api.chat_request import ChatRequest
 from app.api.errors import ApiError, quota_exceeded, rate_limited
 from app.billing import metering, ratelimit
-from app.billing.errors import QuotaExceeded, RateLimited
+from app.billing.errors import QuotaExceeded, RateLimited, Stale
 from app.billing.key_lookup import KeyInfo
 from app.billing.metering import Meter
 from app.billing.pricing import Multipliers
@@ -34,6 +35,13 @@ def rate_limit_first(key: KeyInfo, request_id: str) -> Iterator[None]:
     try:
         yield
     except ApiError:
+        if g.get("key_remembered"):
+            # Decided on this process's snapshot: a key revoked meanwhile gets its 401, and a key
+            # or routes table that changed gets a fresh decision, not this one's error.
+            decided_on = g.key_guard
+            key = current_key()
+            if g.key_guard != decided_on:
+                raise Stale() from None
         window = ratelimit.hit(get_redis(), _prefix(), key.id, request_id, metering.rpm_of(key))
         g.rate_window = window
         if window.limited:
@@ -52,13 +60,14 @@ def rate_limit_headers() -> dict[str, str]:
 
 
 def reserve(key: KeyInfo, route: RouteInfo, chat: ChatRequest, request_id: str) -> Meter:
-    """billing.metering.reserve for this request, or the 429 / 402 ApiError."""
+    """billing.metering.reserve for this request, or the 429 / 402 ApiError; Stale when the key's
+    snapshot or the routes generation it was decided on moved (g.key_guard)."""
     settlement = metering.Settlement(
         request_id, key.id, route.public_id, route.upstream_model, chat.stream, multipliers_of(route), time.monotonic()
     )
     demand = metering.Demand(chat.prompt_bound, chat.max_tokens, chat.choices, chat.stream, chat.body)
     try:
-        meter = metering.reserve(key, settlement, demand)
+        meter = metering.reserve(key, settlement, demand, g.key_guard, (g.epoch_key,))
     except RateLimited as exc:
         g.rate_window = exc.window
         raise rate_limited(exc) from None
@@ -66,6 +75,7 @@ def reserve(key: KeyInfo, route: RouteInfo, chat: ChatRequest, request_id: str) 
         g.rate_window = exc.window
         raise quota_exceeded(exc) from None
     g.rate_window = meter.window
+    g.pool_epoch = meter.reads[0] or b"0"  # read at admission: newer than a remembered snapshot's
     return meter
 
 

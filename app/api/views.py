@@ -14,6 +14,7 @@ from app.api import metering
 from app.api.auth import current_key
 from app.api.chat_request import ChatRequest, parse_chat_request
 from app.api.errors import ApiError, pool_unavailable, upstream_error
+from app.billing.errors import Stale
 from app.billing.key_lookup import KeyInfo
 from app.billing.metering import Meter
 from app.extensions import get_redis
@@ -34,6 +35,7 @@ from app.routing.routes import RouteInfo, TargetInfo
 bp = Blueprint("api", __name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DECIDE_ATTEMPTS = 3  # a request decided on values that moved before its admission is decided again
 
 
 @bp.after_request
@@ -59,16 +61,33 @@ def retrieve_model(model_id: str) -> Response:
 
 @bp.post("/v1/chat/completions")
 def chat_completions() -> Response:
-    key = current_key()
-    with metering.rate_limit_first(key, g.request_id):  # a bad request over the limit still gets its 429
-        chat = parse_chat_request(request.get_data(cache=False))
-        route = _resolve_route(key, chat.model)
-    meter = metering.reserve(key, route, chat, g.request_id)  # rate limit + quota: one Redis trip
-    try:
-        return _relay(key, route, chat, meter)
-    except BaseException:
-        meter.release(500)  # whatever failed, no hold outlives the request (a no-op once settled)
-        raise
+    body: bytes | None = None
+    remembered = True  # this process's snapshot of the key: no look-up trip while it holds
+    for _ in range(DECIDE_ATTEMPTS):
+        key = current_key(remembered=remembered)
+        try:
+            with metering.rate_limit_first(key, g.request_id):  # a bad request over the limit gets its 429
+                if body is None:
+                    body = request.get_data(cache=False)
+                chat = parse_chat_request(body)
+                route = _resolve_route(key, chat.model)
+            meter = metering.reserve(key, route, chat, g.request_id)  # rate limit + quota: one Redis trip
+        except Stale:
+            remembered = False  # the key, its routes or the pool moved: decide again on fresh reads
+            continue
+        try:
+            return _relay(key, route, chat, meter)
+        except BaseException:
+            meter.release(500)  # whatever failed, no hold outlives the request (a no-op once settled)
+            raise
+    raise ApiError(
+        503,
+        "This key's settings or the gateway's routes kept changing while the request was admitted; "
+        "nothing was charged. Please try again.",
+        type_="service_unavailable",
+        code="service_unavailable",
+        reason="Try Again",
+    )
 
 
 def _relay(key: KeyInfo, route: RouteInfo, chat: ChatRequest, meter: Meter) -> Response:

@@ -18,6 +18,11 @@ class InvalidKey(BillingError):
         self.detail = detail
 
 
+class Stale(BillingError):
+    """What the request was decided on (the key's cached snapshot, the routes generation, the pool
+    epoch) moved before its admission; nothing was admitted or counted. Decide again, fresh."""
+
+
 class QuotaExceeded(BillingError):
     """Billed tokens: `used` settled, `held` by `running` requests still running, `needed` at
     most by the refused request (its prompt bound and one completion token)."""

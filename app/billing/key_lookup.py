@@ -72,21 +72,58 @@ def lookup(
     redis: Any, prefix: str, key_hash: str, ttl: int = 3600, also: tuple[str, ...] = ()
 ) -> tuple[KeyInfo | None, list[Any]]:
     """The key's info, and the values of the `also` Redis keys read in the same round trip."""
+    info, extras, _ = _lookup(redis, prefix, key_hash, ttl, also)
+    return info, extras
+
+
+def _lookup(
+    redis: Any, prefix: str, key_hash: str, ttl: int, also: tuple[str, ...]
+) -> tuple[KeyInfo | None, list[Any], bytes]:
     cache_key = _cache_key(prefix, key_hash)
     cached, *extras = redis.mget([cache_key, *also])
     if cached == _MISSING:
-        return None, extras
+        return None, extras, cached
     if cached is not None:
         data = orjson.loads(cached)
         if data.get("models") is not None:
             data["models"] = tuple(data["models"])
-        return KeyInfo(**data), extras
+        return KeyInfo(**data), extras, cached
     info = _load_from_sql(key_hash)
-    if info is None:
-        redis.set(cache_key, _MISSING, ex=_MISSING_TTL)
-    else:
-        redis.set(cache_key, json.dumps(asdict(info)), ex=ttl)
-    return info, extras
+    raw = _MISSING if info is None else json.dumps(asdict(info)).encode()
+    redis.set(cache_key, raw, ex=_MISSING_TTL if info is None else ttl)
+    return info, extras, raw
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A key as this process read it: its cache entry (Redis key, value), and the `also` keys with
+    the values read in the same round trip (b"" for none). The pairs are what an admission
+    guard compares with Redis (quota.admit)."""
+
+    info: KeyInfo
+    cached: tuple[str, bytes]
+    also: tuple[tuple[str, bytes], ...]
+
+
+class Memory:
+    """Snapshots this process read, by key hash. Trusting one skips the look-up's round trip;
+    its guard goes with the admission script, which refuses the request (Stale) when any value
+    moved, so an edit or a revoke is still seen by the next request everywhere."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._snapshots: dict[tuple[str, str], Snapshot] = {}
+
+    def get(self, prefix: str, key_hash: str) -> Snapshot | None:
+        return self._snapshots.get((prefix, key_hash))
+
+    def put(self, prefix: str, key_hash: str, snapshot: Snapshot) -> None:
+        if len(self._snapshots) >= self.size:
+            self._snapshots.clear()  # a bound, not a cache policy: the next reads fill it again
+        self._snapshots[(prefix, key_hash)] = snapshot
+
+
+MEMORY = Memory()
 
 
 def invalidate(redis: Any, prefix: str, key_hash: str) -> None:
@@ -98,14 +135,44 @@ def authenticate(
 ) -> tuple[KeyInfo, list[Any]]:
     """The KeyInfo for a presented key, or InvalidKey('missing'|'unknown'|'revoked'|'expired');
     with the values of the `also` Redis keys, read in the same round trip."""
+    snapshot = read(redis, prefix, presented, now, ttl, also)
+    return snapshot.info, [value or None for _, value in snapshot.also]
+
+
+def read(
+    redis: Any, prefix: str, presented: str | None, now: float, ttl: int = 3600, also: tuple[str, ...] = ()
+) -> Snapshot:
+    """authenticate(), as a Snapshot this process remembers (values that were missing are b"")."""
     if not presented:
         raise InvalidKey("missing")
-    info, extras = lookup(redis, prefix, hash_key(presented), ttl, also)
+    key_hash = hash_key(presented)
+    info, extras, raw = _lookup(redis, prefix, key_hash, ttl, also)
     if info is None:
         raise InvalidKey("unknown")
+    _check(info, now)
+    pairs = tuple(zip(also, (value or b"" for value in extras), strict=True))
+    snapshot = Snapshot(info, (_cache_key(prefix, key_hash), raw), pairs)
+    MEMORY.put(prefix, key_hash, snapshot)
+    return snapshot
+
+
+def remembered(prefix: str, presented: str | None, now: float, also: tuple[str, ...]) -> Snapshot | None:
+    """The snapshot this process last read of the presented key with the same `also` keys, when
+    it was valid then and still is at `now`; None otherwise (read it)."""
+    if not presented:
+        return None
+    snapshot = MEMORY.get(prefix, hash_key(presented))
+    if snapshot is None or tuple(name for name, _ in snapshot.also) != also:
+        return None
+    info = snapshot.info
+    if info.expires_at is not None and info.expires_at <= now:
+        return None
+    return snapshot
+
+
+def _check(info: KeyInfo, now: float) -> None:
     if info.status != "active":
         raise InvalidKey("revoked")
     if info.expires_at is not None and info.expires_at <= now:
         expired = datetime.fromtimestamp(info.expires_at, UTC).strftime("%Y-%m-%d")
         raise InvalidKey("expired", expired)
-    return info, extras

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -73,7 +73,13 @@ def rpm_of(key: KeyInfo) -> int:
     return key.rpm or current_app.config["KEY_DEFAULT_RPM"]
 
 
-def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
+def reserve(
+    key: KeyInfo,
+    settlement: Settlement,
+    demand: Demand,
+    guard: Sequence[tuple[str, bytes]] = (),
+    reads: Sequence[str] = (),
+) -> Meter:
     """Admit the request or raise RateLimited / QuotaExceeded (both carry the rate window).
 
     The hold covers the prompt at its upper bound (the byte bound, or DeepSeek's tokenizer's count
@@ -81,7 +87,8 @@ def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
     (QUOTA_HOLD_STEP tokens); the stream asks for more as the answer grows (Meter.extend). A
     non-stream answer cannot be counted as it comes, so it holds its whole max_tokens at once.
     The max_tokens sent upstream is the client's (or QUOTA_COMPLETION_ALLOWANCE), lowered to what
-    the balance pays for."""
+    the balance pays for. Raises Stale, with nothing admitted, when a value in `guard` moved; the
+    values of the `reads` keys, read in the same script, are in meter.reads."""
     config = current_app.config
     multipliers = settlement.multipliers
     ask = quota.Ask(
@@ -93,7 +100,7 @@ def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
         hold_ms=_hold_ms(),
         upfront=config["QUOTA_HOLD_STEP"] if demand.stream else 0,
     )
-    decision = _admit(key, settlement.request_id, ask)
+    decision = _admit(key, settlement.request_id, ask, guard, reads)
     prompt_bound = demand.prompt_bound
     if decision.status == quota.NO_QUOTA and _could_fit(decision, demand, multipliers):
         # The byte bound is loose: before refusing, count the prompt as DeepSeek would.
@@ -101,7 +108,7 @@ def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
         if counted is not None and counted < prompt_bound:
             prompt_bound = counted
             ask = dataclasses.replace(ask, prompt_cost=pricing.prompt_cost(counted, multipliers))
-            decision = _admit(key, settlement.request_id, ask)
+            decision = _admit(key, settlement.request_id, ask, guard, reads)
     admission = _admitted(decision, ask)
     meter = Meter(
         current_app._get_current_object(),  # type: ignore[attr-defined]
@@ -112,6 +119,7 @@ def reserve(key: KeyInfo, settlement: Settlement, demand: Demand) -> Meter:
         held=admission.amount,
     )
     meter.window = decision.window
+    meter.reads = decision.reads
     return meter
 
 
@@ -123,10 +131,13 @@ def _could_fit(decision: quota.Decision, demand: Demand, multipliers: Multiplier
     return free >= least + pricing.completion_cost(1, multipliers.completion)
 
 
-def _admit(key: KeyInfo, request_id: str, ask: quota.Ask) -> quota.Decision:
-    return quota.admit(
-        get_redis(), _prefix(), key.id, request_id, ask, lambda: statements.sql_totals(key.id), _cache_seconds()
-    )
+def _admit(
+    key: KeyInfo, request_id: str, ask: quota.Ask, guard: Sequence[tuple[str, bytes]], reads: Sequence[str]
+) -> quota.Decision:
+    def load() -> tuple[int, int]:
+        return statements.sql_totals(key.id)
+
+    return quota.admit(get_redis(), _prefix(), key.id, request_id, ask, load, _cache_seconds(), guard, reads)
 
 
 def _admitted(decision: quota.Decision, ask: quota.Ask) -> pricing.Admission:
@@ -157,6 +168,7 @@ class Meter:
         self.held = held  # billed tokens held for this request now
         self.billed: int | None = None
         self.window: ratelimit.RateWindow | None = None  # the rate limit as admission left it
+        self.reads: tuple[bytes, ...] = ()  # the values admission read for the caller (reserve's `reads`)
         self.upstream = ""  # the upstream account that answered, once the relay knows (metrics only)
         self._multiplier = max(1, settlement.multipliers.completion)  # 1/UNIT per completion token
         metrics.admitted(settlement.stream)

@@ -27,16 +27,18 @@ snapshot, can only be missing usage that the next acknowledgement or reconcile a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from app.billing import ratelimit
+from app.billing.errors import Stale
 from app.billing.pricing import MAX_COMPLETION_UNITS, Admission
 from app.billing.scripts import INT, NOW, Script
 from app.models.multiplier import UNIT
 
-ADMITTED, RATE_LIMITED, TOO_MANY_RUNNING, NO_QUOTA, NOT_LOADED = 0, 1, 2, 3, 4
+ADMITTED, RATE_LIMITED, TOO_MANY_RUNNING, NO_QUOTA, NOT_LOADED, STALE = 0, 1, 2, 3, 4, 5
 DONE_MARKER_SECONDS = 3600
 _LOAD_ATTEMPTS = 3
 
@@ -72,13 +74,23 @@ end
 local function ceildiv(a, b) return -floordiv(-a, b) end
 """
 
-# KEYS: window, acct, quota, holds, live set
+# KEYS: window, acct, quota, holds, live set, then the guard's keys, then the keys to read
 # ARGV: 1 request id, 2 rpm, 3 window ms, 4 max concurrent (0 = no cap), 5 prompt cost,
 #       6 completion multiplier (1/UNIT), 7 completion tokens wanted, 8 hold ms, 9 key id,
 #       10 quota read from SQL ('' = none), 11 qver it was read under, 12 used read from SQL ('' = none),
-#       13 quota cache seconds (0 = no expiry), 14 completion tokens to hold now (0 = all of the cap)
+#       13 quota cache seconds (0 = no expiry), 14 completion tokens to hold now (0 = all of the cap),
+#       15 the guard's size, 16 how many keys to read, then the value each guard key must hold ('' = none)
+# The guard comes first: when a value moved, the script returns {STALE} before it changes anything.
+# Every other reply ends with the values of the keys to read ('' = none).
 _ADMIT = Script(
-    NOW
+    """
+local guarded, reads = tonumber(ARGV[15]), tonumber(ARGV[16])
+for i = 1, guarded do
+  if (redis.call('GET', KEYS[5 + i]) or '') ~= ARGV[16 + i] then return {5} end
+end
+local function admit()
+"""
+    + NOW
     + INT
     + _FIXED_POINT
     + _LOAD_FN
@@ -127,6 +139,10 @@ redis.call('HINCRBY', acct, 'held', int(amount))
 redis.call('HSET', acct, 'seen', now)
 redis.call('SADD', KEYS[5], ARGV[9])
 return {0, int(cap), int(amount), count, blocking, now, now}
+end
+local reply = admit()
+for i = 1, reads do reply[#reply + 1] = redis.call('GET', KEYS[5 + guarded + i]) or '' end
+return reply
 """
 )
 
@@ -213,6 +229,7 @@ class Decision:
     held: int = 0  # NO_QUOTA: billed tokens held by requests still running
     quota: int = 0  # NO_QUOTA: the key's quota
     running: int = 0  # NO_QUOTA, TOO_MANY_RUNNING: requests in flight
+    reads: tuple[bytes, ...] = ()  # the values of the keys admit() was asked to read ('' = none)
 
 
 def quota_key(prefix: str, key_id: int) -> str:
@@ -283,17 +300,23 @@ def admit(
     ask: Ask,
     load: Callable[[], tuple[int, int]],
     cache_seconds: int,
+    guard: Sequence[tuple[str, bytes]] = (),
+    reads: Sequence[str] = (),
 ) -> Decision:
     """Rate limit, concurrency cap and reservation in one atomic script: one round trip.
 
     When the key has no live state (first use, or Redis lost its data) `load()` returns
-    (tokens_quota, tokens_used) from SQL and the script runs again with them."""
+    (tokens_quota, tokens_used) from SQL and the script runs again with them. `guard` is pairs of
+    (Redis key, the value the caller decided on, b"" for none): when one moved, raises Stale
+    with nothing changed. The values of the `reads` keys come back in Decision.reads."""
     keys = [
         ratelimit.window_key(prefix, key_id),
         acct_key(prefix, key_id),
         quota_key(prefix, key_id),
         holds_key(prefix, key_id),
         live_set_key(prefix),
+        *(name for name, _ in guard),
+        *reads,
     ]
     args: list[Any] = [
         request_id,
@@ -310,11 +333,18 @@ def admit(
         "",
         cache_seconds,
         ask.upfront,
+        len(guard),
+        len(reads),
+        *(value for _, value in guard),
     ]
     for _ in range(_LOAD_ATTEMPTS):
         reply = _ADMIT(redis, keys, args)
-        if int(reply[0]) != NOT_LOADED:
-            return _decision(ask.rpm, reply)
+        status = int(reply[0])
+        if status == STALE:
+            raise Stale()
+        if status != NOT_LOADED:
+            values = tuple(reply[len(reply) - len(reads) :])
+            return dataclasses.replace(_decision(ask.rpm, reply[: len(reply) - len(reads)]), reads=values)
         quota, used = load()
         args[9:12] = [quota, _text(reply[1]), used]
     raise RuntimeError(f"the live balance of key {key_id} kept changing while it was loaded")

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from app.billing import pricing, quota
+from app.billing.errors import Stale
 from app.models.multiplier import UNIT
 
 P = "t"
@@ -238,3 +239,55 @@ def test_extend_retakes_a_hold_that_expired_and_loads_a_lost_state(redis):
     assert quota.extend(redis, P, 1, "r1", held + 100, 100, 20, 60_000, loader((1000, 300), calls), 0) == 100
     assert calls == [1]
     assert state(redis)["held"] == held + 200
+
+
+def everything(redis) -> dict[bytes, object]:
+    """Every key of the test database with its value, whatever its type."""
+    readers = {b"string": redis.get, b"hash": redis.hgetall, b"zset": lambda k: redis.zrange(k, 0, -1, withscores=True)}
+    readers[b"set"] = redis.smembers
+    return {name: readers[redis.type(name)](name) for name in redis.keys("*")}
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        (b"v2", b"v1"),  # changed
+        (None, b"v1"),  # deleted (a revoke drops the key's cache entry)
+        (b"v1", b""),  # appeared where the caller saw none
+    ],
+)
+def test_a_guard_that_moved_refuses_before_anything_changes(redis, stored, expected):
+    admit(redis, "r0", ask(rpm=5))  # live state, a hold and a rate-limit entry to keep
+    redis.set("t:guarded:other", b"same")
+    if stored is not None:
+        redis.set("t:guarded", stored)
+    before = everything(redis)
+    guard = [("t:guarded:other", b"same"), ("t:guarded", expected)]
+    with pytest.raises(Stale):
+        quota.admit(redis, P, 1, "r1", ask(rpm=5), loader((1000, 0)), 0, guard, reads=["t:guarded:other"])
+    assert everything(redis) == before
+
+
+def test_a_guard_that_holds_admits_and_reads_come_back_after_the_decision(redis):
+    redis.set("t:snapshot", b'{"id": 1}')
+    redis.set("t:epoch", b"7")
+    guard = [("t:snapshot", b'{"id": 1}'), ("t:generation", b"")]  # b"": the key must not exist
+    decision = quota.admit(redis, P, 1, "r1", ask(rpm=5), loader((1000, 0)), 0, guard, ["t:epoch", "t:none"])
+    assert decision.status == quota.ADMITTED
+    assert decision.admission.amount == 110
+    assert decision.reads == (b"7", b"")
+    assert decision.window.remaining == 4
+    lowered = quota.admit(redis, P, 1, "r2", ask(wanted=10_000, rpm=5), loader((1000, 0)), 0, guard, ["t:epoch"])
+    assert (lowered.status, lowered.reads) == (quota.ADMITTED, (b"7",))
+    assert lowered.admission.cap == 1000 - 110 - 10  # the rest of the balance, after the first hold
+
+
+def test_refusals_keep_their_fields_when_values_are_read_with_them(redis):
+    guard = [("t:snapshot", b"")]
+    quota.admit(redis, P, 1, "r1", ask(wanted=990, rpm=3), loader((1000, 0)), 0, guard, ["t:epoch"])
+    no_quota = quota.admit(redis, P, 1, "r2", ask(rpm=3), loader((1000, 0)), 0, guard, ["t:epoch"])
+    assert (no_quota.status, no_quota.held, no_quota.quota, no_quota.reads) == (quota.NO_QUOTA, 1000, 1000, (b"",))
+    assert no_quota.window.remaining == 1
+    quota.admit(redis, P, 1, "r3", ask(rpm=3), loader((1000, 0)), 0, guard, ["t:epoch"])
+    limited = quota.admit(redis, P, 1, "r4", ask(rpm=3), loader((1000, 0)), 0, guard, ["t:epoch"])
+    assert (limited.status, limited.window.limited, limited.window.limit) == (quota.RATE_LIMITED, True, 3)
