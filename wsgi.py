@@ -4,6 +4,8 @@ from gevent import monkey
 
 monkey.patch_all()
 
-from app import create_app  # noqa: E402
+from app import create_app, gevent_send  # noqa: E402
+
+gevent_send.install()
 
 app = create_app()
