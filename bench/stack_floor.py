@@ -27,7 +27,7 @@ from report import NON_STREAM
 from stack import Server, flush_redis, free_port, start_stack, wait_for
 
 TARGET_CPUS, LOAD_CPUS = "0", "1"
-MODES = ("flask", "upstream", "upstream+redis")
+MODES = ("flask", "upstream", "upstream+redis2", "upstream+redis3")
 REDIS_URL = "redis://127.0.0.1:6379/8"
 
 
