@@ -61,8 +61,22 @@ def retrieve_model(model_id: str) -> Response:
 
 @bp.post("/v1/chat/completions")
 def chat_completions() -> Response:
+    key, route, chat, meter = _admit()
+    try:
+        return _relay(key, route, chat, meter)
+    except BaseException:
+        meter.release(500)  # whatever failed, no hold outlives the request (a no-op once settled)
+        raise
+
+
+def _admit() -> tuple[KeyInfo, RouteInfo, ChatRequest, Meter]:
+    """The key, the parsed request, its route and its admission (rate limit + quota: one Redis trip).
+
+    The first decision trusts this process's snapshot of the key; the admission script refuses it
+    (Stale) when the key or the routes moved meanwhile, and the request is decided again on fresh
+    reads."""
     body: bytes | None = None
-    remembered = True  # this process's snapshot of the key: no look-up trip while it holds
+    remembered = True
     for _ in range(DECIDE_ATTEMPTS):
         key = current_key(remembered=remembered)
         try:
@@ -71,22 +85,17 @@ def chat_completions() -> Response:
                     body = request.get_data(cache=False)
                 chat = parse_chat_request(body)
                 route = _resolve_route(key, chat.model)
-            meter = metering.reserve(key, route, chat, g.request_id)  # rate limit + quota: one Redis trip
+            return key, route, chat, metering.reserve(key, route, chat, g.request_id)
         except Stale:
-            remembered = False  # the key, its routes or the pool moved: decide again on fresh reads
-            continue
-        try:
-            return _relay(key, route, chat, meter)
-        except BaseException:
-            meter.release(500)  # whatever failed, no hold outlives the request (a no-op once settled)
-            raise
+            remembered = False
     raise ApiError(
         503,
-        "This key's settings or the gateway's routes kept changing while the request was admitted; "
-        "nothing was charged. Please try again.",
-        type_="service_unavailable",
+        "This key's settings or the gateway's routes kept changing while the request was admitted. "
+        "Nothing was charged; please try again.",
+        type_="server_error",
         code="service_unavailable",
-        reason="Try Again",
+        reason="Gateway Busy",
+        headers={"Retry-After": "1"},
     )
 
 
