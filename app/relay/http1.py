@@ -14,7 +14,6 @@ answer). Under gevent every wait here blocks only the calling greenlet.
 
 from __future__ import annotations
 
-import _socket
 import collections
 import contextlib
 import socket
@@ -24,6 +23,8 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import httptools
+
+from app.relay.watchdog import peek
 
 _READ_SIZE = 65536
 _MAX_HEAD = 65536  # a response head larger than this is not an upstream we can talk to
@@ -162,21 +163,8 @@ def tls_context(cafile: str | None = None) -> ssl.SSLContext:
 
 
 def _dropped(sock: socket.socket) -> bool:
-    """An idle connection the server has closed (or sent something unasked on) is readable. The
-    peek goes through the C-level socket: gevent's would turn a non-blocking peek into a wait."""
-    try:
-        probe = _socket.socket(fileno=sock.fileno())
-    except (OSError, ValueError):
-        return True
-    try:
-        probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        return True  # the end of the connection, or bytes nobody asked for
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    finally:
-        probe.detach()
+    """An idle connection the server has closed (or sent something unasked on) is readable."""
+    return peek(sock.fileno()) is not None
 
 
 def _close(sock: socket.socket) -> None:

@@ -31,24 +31,30 @@ class Watched(Protocol):
     def on_client_gone(self) -> None: ...
 
 
-def is_peer_closed(fd: int) -> bool:
-    """True when the client closed its end: a non-blocking peek reads end-of-file or fails.
+def peek(fd: int) -> bytes | None:
+    """A non-blocking peek at a socket: b"" when its peer closed it (or it failed), the first
+    waiting byte when there is one, None when nothing is waiting.
 
     Uses the C-level socket type so that gevent's cooperative socket does not turn the
-    non-blocking peek into a wait, and detaches so the fd stays owned by the server.
+    non-blocking peek into a wait, and detaches so the fd stays owned by its socket.
     """
     try:
         probe = _socket.socket(fileno=fd)
-    except OSError:
-        return True
+    except (OSError, ValueError):
+        return b""
     try:
-        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
-        return False
+        return None
     except OSError:
-        return True
+        return b""
     finally:
         probe.detach()
+
+
+def is_peer_closed(fd: int) -> bool:
+    """True when the client closed its end (or its socket failed)."""
+    return peek(fd) == b""
 
 
 class Watchdog:
