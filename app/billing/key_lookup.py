@@ -130,19 +130,12 @@ def invalidate(redis: Any, prefix: str, key_hash: str) -> None:
     redis.delete(_cache_key(prefix, key_hash))
 
 
-def authenticate(
-    redis: Any, prefix: str, presented: str | None, now: float, ttl: int = 3600, also: tuple[str, ...] = ()
-) -> tuple[KeyInfo, list[Any]]:
-    """The KeyInfo for a presented key, or InvalidKey('missing'|'unknown'|'revoked'|'expired');
-    with the values of the `also` Redis keys, read in the same round trip."""
-    snapshot = read(redis, prefix, presented, now, ttl, also)
-    return snapshot.info, [value or None for _, value in snapshot.also]
-
-
 def read(
     redis: Any, prefix: str, presented: str | None, now: float, ttl: int = 3600, also: tuple[str, ...] = ()
 ) -> Snapshot:
-    """authenticate(), as a Snapshot this process remembers (values that were missing are b"")."""
+    """The presented key as a Snapshot this process remembers, with the values of the `also` Redis
+    keys read in the same round trip (b"" for none); InvalidKey('missing'|'unknown'|'revoked'|
+    'expired') when it may not be used."""
     if not presented:
         raise InvalidKey("missing")
     key_hash = hash_key(presented)
@@ -164,9 +157,10 @@ def remembered(prefix: str, presented: str | None, now: float, also: tuple[str, 
     snapshot = MEMORY.get(prefix, hash_key(presented))
     if snapshot is None or tuple(name for name, _ in snapshot.also) != also:
         return None
-    info = snapshot.info
-    if info.expires_at is not None and info.expires_at <= now:
-        return None
+    try:
+        _check(snapshot.info, now)
+    except InvalidKey:
+        return None  # expired since: the read says so
     return snapshot
 
 
