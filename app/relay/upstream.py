@@ -59,12 +59,11 @@ def build_body(client_body: Mapping[str, Any], target: UpstreamTarget, *, stream
 class UpstreamResponse:
     """An open upstream response. Always close it; abort() may be called from another greenlet."""
 
-    __slots__ = ("_resp", "status", "closed", "_unread")
+    __slots__ = ("_resp", "status", "_unread")
 
     def __init__(self, resp: http1.Response) -> None:
         self._resp = resp
         self.status = resp.status
-        self.closed = False
         self._unread: list[bytes] = []
 
     def header(self, name: str) -> str | None:
@@ -99,23 +98,18 @@ class UpstreamResponse:
     def read_all(self) -> bytes:
         return self._resp.read()
 
+    # Each of these ends the response once; whichever comes first wins (http1.Response).
     def release(self) -> None:
         """Return a fully read connection to the pool for reuse."""
-        if not self.closed:
-            self.closed = True
-            self._resp.release()
+        self._resp.release()
 
     def abort(self) -> None:
         """Stop a read in progress, so the upstream sees the connection close and stops generating."""
-        if not self.closed:
-            self.closed = True
-            self._resp.abort()
+        self._resp.abort()
 
     def close(self) -> None:
         # Closes the connection: a half-read stream must not go back to the pool.
-        if not self.closed:
-            self.closed = True
-            self._resp.close()
+        self._resp.close()
 
 
 def open_upstream(pool: http1.Pool, target: UpstreamTarget, body: bytes) -> UpstreamResponse:
