@@ -8,8 +8,9 @@ Per upstream account:
   {prefix}:up:{id}:trial    the one request a half-open breaker lets through
   {prefix}:up:epoch         bumped by every change to any account's state hash
 
-Every request reads the epoch with its key (one MGET, app.api.auth), and a process keeps the
-state hashes it last read (StateCache): while the epoch has not moved they are what Redis holds,
+Every request reads the epoch before it picks a target (a chat completion in its admission
+script, other requests with the key's MGET, app.api.auth), and a process keeps the state hashes it
+last read (StateCache): while the epoch has not moved they are what Redis holds,
 so the common request reads no state at all. A breaker's open → half-open step needs no write:
 it follows from open_until and the clock. A request that succeeds on a healthy account without a
 limit writes nothing.
